@@ -1,0 +1,352 @@
+"""The :class:`Reconstruction` driver and the result file (HDF5) writer and reader.
+
+Typical use::
+
+    rec = Reconstruction(read_cxi("scan.cxi"), algorithm="AP**150,ML**50", backend="auto")
+    rec.run()                       # or rec.step(10) repeatedly, e.g. from a streaming worker
+    rec.add_frames(frames, positions_m)   # more frames arrived: keep going with all of them
+    write_result("out.h5", rec.result())
+
+The result file holds ``object`` (complex64, 2-D), ``probe`` (complex64, modes x ny x nx),
+``positions`` (N x 2 probe centres in object pixels, y then x), ``llk`` (one value per
+iteration) and the attributes ``pixel_size_m``, ``energy_eV``, ``algorithm``,
+``iterations``, ``backend``, ``seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from recon.algorithms import Engine, EngineOptions, parse_algorithm, run_stage
+from recon.backend import resolve_backend, to_numpy
+from recon.cxi import CXIError, Ptychogram
+from recon.prepare import Calibration, PreparedData, prepare, prepare_more
+
+
+@dataclass
+class ReconstructionResult:
+    """A finished (or partial) reconstruction as NumPy arrays.
+
+    Attributes
+    ----------
+    object : (H, W) complex64
+    probe : (K, n, n) complex64, centred
+    positions : (N, 2) float64 probe centres in object pixels (row, col)
+    llk : (iterations,) float64 normalised Poisson deviance per iteration
+    pixel_size_m, energy_ev, algorithm, iterations, backend, seconds : run metadata
+    illumination : (H, W) float32 summed probe intensity over the scan
+    messages : notes such as a DM fallback
+    """
+
+    object: np.ndarray
+    probe: np.ndarray
+    positions: np.ndarray
+    llk: np.ndarray
+    pixel_size_m: float
+    energy_ev: float
+    algorithm: str
+    iterations: int
+    backend: str
+    seconds: float
+    illumination: np.ndarray | None = None
+    messages: list[str] = field(default_factory=list)
+
+
+class Reconstruction:
+    """Reconstruct a ptychogram, a few iterations at a time if wanted.
+
+    Parameters
+    ----------
+    data : a :class:`recon.cxi.Ptychogram` (prepared here) or :class:`PreparedData`
+    algorithm : chain such as ``"AP**150,ML**50"`` run by :meth:`run`
+    probe_modes : incoherent probe modes (only when ``data`` is a Ptychogram)
+    backend : ``auto``, ``numpy`` or ``cupy``
+    frame_size, binning, threshold : passed to :func:`recon.prepare.prepare`
+    seed : seed of the extra probe modes
+    options : :class:`recon.algorithms.EngineOptions`
+    """
+
+    def __init__(
+        self,
+        data: Ptychogram | PreparedData,
+        algorithm: str = "AP**100",
+        probe_modes: int = 1,
+        backend: str = "auto",
+        frame_size: int | None = None,
+        binning: int = 1,
+        threshold: float = 0.5,
+        seed: int = 0,
+        options: EngineOptions | None = None,
+    ) -> None:
+        self.steps = parse_algorithm(algorithm)
+        self.algorithm = algorithm
+        self.xp = resolve_backend(backend)
+        self.backend = "cupy" if self.xp is not np else "numpy"
+        self.calib: Calibration | None = None
+        if isinstance(data, Ptychogram):
+            data, self.calib = prepare(
+                data,
+                frame_size=frame_size,
+                binning=binning,
+                threshold=threshold,
+                probe_modes=probe_modes,
+                seed=seed,
+            )
+        self.data = data
+        xp = self.xp
+        self.engine = Engine(
+            xp.asarray(data.intensities),
+            xp.asarray(data.positions_px),
+            xp.asarray(data.probe),
+            data.obj_shape,
+            mask=xp.asarray(data.mask),
+            scale=xp.asarray(data.scale),
+            options=options,
+        )
+        self._intensities = [data.intensities]
+        self.origin_px = np.asarray(data.origin_px, dtype=np.float64)
+        self.seconds = 0.0
+        self._stage = 0
+        self._done_in_stage = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def iterations(self) -> int:
+        return self.engine.iteration
+
+    @property
+    def total_iterations(self) -> int:
+        """Iterations of the whole algorithm chain."""
+        return sum(n for _, n in self.steps)
+
+    @property
+    def finished(self) -> bool:
+        return self._stage >= len(self.steps)
+
+    @property
+    def object(self) -> np.ndarray:
+        """(H, W) complex64 object (host copy)."""
+        return to_numpy(self.engine.obj)
+
+    @property
+    def probe(self) -> np.ndarray:
+        """(K, n, n) complex64 probe modes (host copy)."""
+        return to_numpy(self.engine.probe)
+
+    @property
+    def llk(self) -> list[float]:
+        return list(self.engine.llk)
+
+    @property
+    def messages(self) -> list[str]:
+        return list(self.engine.messages)
+
+    # ------------------------------------------------------------------ iterating
+    def step(self, n: int = 1, algorithm: str | None = None) -> list[float]:
+        """Run ``n`` iterations: of ``algorithm`` if given, else continue the chain.
+
+        Returns
+        -------
+        the log-likelihood of each iteration run
+        """
+        start = len(self.engine.llk)
+        t0 = time.perf_counter()
+        if algorithm is not None:
+            run_stage(self.engine, algorithm, n, new_stage=False)
+        else:
+            left = n
+            while left > 0 and not self.finished:
+                name, count = self.steps[self._stage]
+                k = min(left, count - self._done_in_stage)
+                run_stage(self.engine, name, k, new_stage=self._done_in_stage == 0)
+                self._done_in_stage += k
+                left -= k
+                if self._done_in_stage >= count:
+                    self._stage += 1
+                    self._done_in_stage = 0
+        self._sync()
+        self.seconds += time.perf_counter() - t0
+        return self.engine.llk[start:]
+
+    def run(
+        self, n: int | None = None, callback: Callable[[Reconstruction], None] | None = None
+    ) -> ReconstructionResult:
+        """Run the rest of the chain, or ``n`` more iterations (past the end of the chain
+        with its last algorithm), calling ``callback(self)`` after each; returns
+        :meth:`result`."""
+        if n is None:
+            while not self.finished:
+                self.step(1)
+                if callback is not None:
+                    callback(self)
+        else:
+            for _ in range(n):
+                if self.finished:
+                    self.step(1, self.steps[-1][0])
+                else:
+                    self.step(1)
+                if callback is not None:
+                    callback(self)
+        return self.result()
+
+    def _sync(self) -> None:
+        if self.backend == "cupy":
+            import cupy  # type: ignore[import-not-found]
+
+            cupy.cuda.Device().synchronize()
+
+    # ------------------------------------------------------------------ streaming
+    def add_frames(
+        self,
+        frames: np.ndarray,
+        positions_m: np.ndarray | None = None,
+        positions_px: np.ndarray | None = None,
+    ) -> int:
+        """Add frames taken after the reconstruction started.
+
+        Parameters
+        ----------
+        frames : (M, ny, nx) raw frames like the first ones (or already prepared (M, n, n)
+            photons in FFT order when the reconstruction was built from PreparedData)
+        positions_m : (M, 2) probe positions (y, x) in metres, same frame as the first ones
+        positions_px : (M, 2) top-left patch corners in object pixels instead
+
+        Returns
+        -------
+        the number of frames now used
+        """
+        eng = self.engine
+        xp = self.xp
+        if self.calib is not None:
+            inten, bad = prepare_more(frames, self.calib)
+            if bad.any():
+                self.calib.mask |= bad
+                eng.good &= ~xp.asarray(np.fft.ifftshift(bad))
+        else:
+            inten = np.asarray(frames, dtype=np.float32)
+            if inten.ndim == 2:
+                inten = inten[None]
+        if inten.shape[1:] != tuple(eng.frame_shape):
+            raise CXIError(f"new frames have shape {inten.shape[1:]}, expected {eng.frame_shape}")
+        if positions_px is None:
+            if positions_m is None:
+                raise ValueError("give positions_m or positions_px for the new frames")
+            positions_px = (
+                np.asarray(positions_m, np.float64).reshape(-1, 2) / self.data.pixel_size_m
+                + self.origin_px
+            )
+        new_pos = np.asarray(positions_px, np.float64).reshape(-1, 2)
+        if len(new_pos) != len(inten):
+            raise ValueError(f"{len(inten)} frames but {len(new_pos)} positions")
+        # grow the object when a new patch falls outside it
+        n = eng.frame_shape[0]
+        margin = 8
+        lo = new_pos.min(axis=0)
+        hi = new_pos.max(axis=0) + n
+        before = np.maximum(0, np.ceil(margin - lo)).astype(int)
+        after = np.maximum(0, np.ceil(hi + margin + 1 - np.array(eng.obj_shape))).astype(int)
+        if before.any() or after.any():
+            eng.pad_object((int(before[0]), int(before[1])), (int(after[0]), int(after[1])))
+            self.origin_px = self.origin_px + before
+            new_pos = new_pos + before
+        all_pos = np.concatenate([to_numpy(eng.positions), new_pos])
+        self._intensities.append(inten)
+        stacked = np.concatenate(self._intensities)
+        self._intensities = [stacked]
+        scale = np.concatenate([to_numpy(eng.scale), np.ones(len(inten), np.float32)])
+        eng.set_frames(xp.asarray(stacked), xp.asarray(all_pos), xp.asarray(scale))
+        return eng.n_frames
+
+    # ------------------------------------------------------------------ output
+    def result(self) -> ReconstructionResult:
+        """Host copies of object, probe, positions (probe centres) and convergence."""
+        eng = self.engine
+        n = np.array(eng.frame_shape) // 2
+        return ReconstructionResult(
+            object=self.object,
+            probe=self.probe,
+            positions=to_numpy(eng.positions) + n,
+            llk=np.asarray(eng.llk, dtype=np.float64),
+            pixel_size_m=float(self.data.pixel_size_m),
+            energy_ev=float(self.data.energy_ev),
+            algorithm=self.algorithm,
+            iterations=eng.iteration,
+            backend=self.backend,
+            seconds=self.seconds,
+            illumination=to_numpy(eng.illumination()),
+            messages=list(eng.messages),
+        )
+
+
+def write_result(path: str | Path, result: ReconstructionResult) -> Path:
+    """Write a reconstruction result file (HDF5); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as h:
+        h.create_dataset("object", data=np.asarray(result.object, np.complex64))
+        h.create_dataset("probe", data=np.asarray(result.probe, np.complex64))
+        h.create_dataset("positions", data=np.asarray(result.positions, np.float64))
+        h.create_dataset("llk", data=np.asarray(result.llk, np.float64))
+        if result.illumination is not None:
+            h.create_dataset("illumination", data=np.asarray(result.illumination, np.float32))
+        h.attrs["pixel_size_m"] = float(result.pixel_size_m)
+        h.attrs["energy_eV"] = float(result.energy_ev)
+        h.attrs["algorithm"] = result.algorithm
+        h.attrs["iterations"] = int(result.iterations)
+        h.attrs["backend"] = result.backend
+        h.attrs["seconds"] = float(result.seconds)
+        if result.messages:
+            h.attrs["messages"] = "\n".join(result.messages)
+    return path
+
+
+def read_result(path: str | Path) -> ReconstructionResult:
+    """Read a file written by :func:`write_result`.
+
+    Raises
+    ------
+    CXIError
+        If the file is missing or lacks a dataset or attribute.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CXIError(f"no such file: {path}")
+    try:
+        with h5py.File(path, "r") as h:
+            missing = [k for k in ("object", "probe", "positions", "llk") if k not in h]
+            if missing:
+                raise CXIError(f"{path} is not a result file: missing {', '.join(missing)}")
+            a = h.attrs
+            msgs = a.get("messages", "")
+            return ReconstructionResult(
+                object=h["object"][()],
+                probe=h["probe"][()],
+                positions=h["positions"][()],
+                llk=h["llk"][()],
+                pixel_size_m=float(a["pixel_size_m"]),
+                energy_ev=float(a["energy_eV"]),
+                algorithm=str(a["algorithm"]),
+                iterations=int(a["iterations"]),
+                backend=str(a["backend"]),
+                seconds=float(a["seconds"]),
+                illumination=h["illumination"][()] if "illumination" in h else None,
+                messages=str(msgs).splitlines() if msgs else [],
+            )
+    except OSError as err:
+        raise CXIError(f"{path} is not an HDF5 file ({err})") from None
+    except KeyError as err:
+        raise CXIError(f"{path} lacks attribute {err}") from None
+
+
+def reconstruct(
+    data: Ptychogram | PreparedData, algorithm: str = "AP**100", **kwargs: Any
+) -> ReconstructionResult:
+    """One call: build a :class:`Reconstruction`, run the chain, return the result."""
+    return Reconstruction(data, algorithm=algorithm, **kwargs).run()

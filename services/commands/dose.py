@@ -1,0 +1,69 @@
+"""``sptycho dose``: overlap weight factor, exposure counts and dose of a raster scan."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from services.errors import fail
+
+
+def dose(
+    spot: float = typer.Option(..., help="Spot diameter 2R (m)."),
+    step: float = typer.Option(None, help="Step between points d (m)."),
+    overlap: float = typer.Option(None, help="Overlap O = 1 - d/2R instead of --step."),
+    area: float = typer.Option(2e-6, help="Side of the square scan area (m)."),
+    material: str = typer.Option(None, help="Sample material (BN, C, formvar, Si3N4, ...)."),
+    thickness: float = typer.Option(None, help="Sample thickness (m)."),
+    flux: float = typer.Option(None, help="Incident flux (photons/s)."),
+    exposure: float = typer.Option(None, help="Exposure per point (s)."),
+    energy: float = typer.Option(None, help="Photon energy (eV)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    histogram: bool = typer.Option(False, help="Include the exposure histogram in the JSON."),
+) -> None:
+    """Weight factor k (paper Eqs. 2-5), exposure-count statistics (Fig. 7) and dose (Gy)."""
+    from recon.dose import MATERIALS, dose_report
+
+    if (step is None) == (overlap is None):
+        fail("give exactly one of --step and --overlap")
+    if overlap is not None:
+        if not 0 <= overlap < 1:
+            fail(f"overlap must be in [0, 1), got {overlap}")
+        step = spot * (1 - overlap)
+    if spot is None or spot <= 0 or step <= 0 or area <= 0:
+        fail("spot, step and area must be > 0")
+    if material is not None and material not in MATERIALS:
+        fail(f"unknown material {material!r}: use one of {', '.join(MATERIALS)}")
+    try:
+        report = dose_report(
+            spot,
+            step,
+            area,
+            material=material,
+            thickness_m=thickness,
+            flux_ph_s=flux,
+            exposure_s=exposure,
+            energy_ev=energy,
+        )
+    except ValueError as err:
+        fail(str(err))
+    out = report.as_dict()
+    if not histogram:
+        out.pop("histogram_counts")
+        out.pop("histogram_exposures")
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"spot {spot * 1e9:.0f} nm, step {step * 1e9:.1f} nm, overlap {report.overlap:.0%}")
+    typer.echo(f"points            {report.n_points}")
+    typer.echo(f"k (far from edge) {report.k:.2f}")
+    typer.echo(f"k (this scan)     {report.k_scan:.2f}")
+    typer.echo(f"exposures max     {report.max_exposures}")
+    typer.echo(f"exposures mean    {report.mean_exposures:.1f}")
+    if report.dose_gray is not None:
+        typer.echo(f"dose              {report.dose_gray:.3g} Gy (max {report.dose_gray_max:.3g})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dose")(dose)

@@ -1,0 +1,149 @@
+"""``sptycho scan raster|stack``: run a ptychography plan from the console into Tiled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+
+from services.errors import fail
+from services.validation import one_line
+
+scan_app = typer.Typer(help="Run defocused ptychography plans (recorded live in Tiled).")
+
+COMMON = dict(
+    prefix=typer.Option("SIM:", help="IOC prefix of the beamline PVs."),
+    tiled_uri=typer.Option(None, help="Tiled server; the embedded one when omitted."),
+    api_key=typer.Option(None, envvar="SPTYCHO_TILED_API_KEY", help="Tiled API key."),
+    data_dir=typer.Option(Path("sptycho-data"), help="Frames (and embedded Tiled) directory."),
+)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"{what} must be comma-separated numbers, got {text!r}")
+
+
+def _run(plan_factory, params, prefix, tiled_uri, api_key, data_dir) -> None:
+    from bluesky.utils import RunEngineInterrupted
+    from tqdm import tqdm
+
+    from services.session import open_session
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="pt", desc="scan")
+        bar.update(done - bar.n)
+
+    def close_bar() -> None:
+        if bar is not None:
+            bar.close()
+
+    try:
+        with open_session(
+            prefix, tiled_uri=tiled_uri, api_key=api_key, data_dir=data_dir, progress=progress
+        ) as s:
+            try:
+                (uid,) = s.RE(plan_factory(s.beamline, params))
+            except RunEngineInterrupted:
+                s.RE.abort("interrupted from the console")
+                close_bar()
+                fail("scan interrupted: aborted, shutter closed, data so far kept in Tiled", 1)
+            close_bar()
+            typer.echo(f"run {uid} in {s.tiled_uri}")
+    except TimeoutError as err:
+        close_bar()
+        fail(str(err))
+    except RuntimeError as err:
+        close_bar()
+        fail(str(err).splitlines()[0])
+
+
+@scan_app.command("raster")
+def raster(
+    energy: float = typer.Option(192.0, help="Photon energy (eV)."),
+    polarization: str = typer.Option("LH", help="LH, LV, CL or CR."),
+    spot: float = typer.Option(1e-6, help="Spot diameter (m)."),
+    overlap: float = typer.Option(0.9, help="Overlap O = 1 - d/2r."),
+    area: float = typer.Option(2e-6, help="Scan area side (m)."),
+    exposure: float = typer.Option(0.1, help="Exposure per point (s)."),
+    pattern: str = typer.Option("raster", help="raster or fermat."),
+    frame_size: int = typer.Option(128, help="Frame width (binned pixels)."),
+    dark: int = typer.Option(25, help="Dark frames."),
+    prefix: str = COMMON["prefix"],
+    tiled_uri: str = COMMON["tiled_uri"],
+    api_key: str = COMMON["api_key"],
+    data_dir: Path = COMMON["data_dir"],
+) -> None:
+    """One defocused ptychogram: dark frames, then the raster."""
+    from plans.parameters import RasterParams
+    from plans.ptycho import defocused_raster
+
+    try:
+        params = RasterParams(
+            energy_ev=energy,
+            polarization=polarization.upper(),
+            spot_m=spot,
+            overlap=overlap,
+            area_m=area,
+            exposure_s=exposure,
+            pattern=pattern,
+            frame_size=frame_size,
+            n_dark=dark,
+        )
+    except ValidationError as err:
+        fail(one_line(err))
+    _run(defocused_raster, params, prefix, tiled_uri, api_key, data_dir)
+
+
+@scan_app.command("stack")
+def stack(
+    energies: str = typer.Option("188,190,192,194", help="Comma-separated energies (eV)."),
+    polarizations: str = typer.Option("LH,LV", help="Comma-separated polarizations."),
+    order: str = typer.Option(
+        "energy",
+        help="energy (all polarizations at each energy) or "
+        "polarization (the whole energy list per polarization).",
+    ),
+    dark_policy: str = typer.Option("once", "--dark-policy", help="once, per-energy or none."),
+    spot: float = typer.Option(1e-6, help="Spot diameter (m)."),
+    overlap: float = typer.Option(0.9, help="Overlap O = 1 - d/2r."),
+    area: float = typer.Option(2e-6, help="Scan area side (m)."),
+    exposure: float = typer.Option(0.1, help="Exposure per point (s)."),
+    frame_size: int = typer.Option(128, help="Frame width (binned pixels)."),
+    dark: int = typer.Option(25, help="Dark frames per series."),
+    prefix: str = COMMON["prefix"],
+    tiled_uri: str = COMMON["tiled_uri"],
+    api_key: str = COMMON["api_key"],
+    data_dir: Path = COMMON["data_dir"],
+) -> None:
+    """Energies x polarizations of ptychograms in one run."""
+    from plans.parameters import StackParams
+    from plans.ptycho import spectro_stack
+
+    try:
+        params = StackParams(
+            energies=_floats(energies, "energies"),
+            polarizations=[p.strip().upper() for p in polarizations.split(",") if p.strip()],
+            order=order,
+            dark=dark_policy,
+            spot_m=spot,
+            overlap=overlap,
+            area_m=area,
+            exposure_s=exposure,
+            frame_size=frame_size,
+            n_dark=dark,
+        )
+    except ValidationError as err:
+        fail(one_line(err))
+    _run(spectro_stack, params, prefix, tiled_uri, api_key, data_dir)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(scan_app, name="scan")

@@ -1,0 +1,164 @@
+"""Embedded Tiled server: a SQLite catalog and local files, started as a subprocess.
+
+When no Tiled server is configured, the project starts its own on 127.0.0.1: catalog in
+``<directory>/catalog.db``, array data in ``<directory>/data``, tabular data (event tables)
+in ``<directory>/tabular.db``, and the camera's HDF5 files readable in place
+(``readable``). For production use a config file such as ``deploy/tiled/config.yml``
+(PostgreSQL catalog, Redis streaming cache) with ``tiled serve config``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tiled_executable() -> str:
+    here = Path(sys.executable).parent / "tiled"
+    return str(here) if here.exists() else (shutil.which("tiled") or "tiled")
+
+
+class TiledServer:
+    """A Tiled server process serving a writable catalog.
+
+    Parameters
+    ----------
+    directory : where the catalog, data and log live (created)
+    readable : directories the server may read external files from (camera HDF5 files)
+    port : TCP port on 127.0.0.1 (a free one when None)
+    api_key : single-user API key (random when None)
+    config : a Tiled service config file; when given it replaces the embedded catalog
+
+    Examples
+    --------
+    >>> with TiledServer("/tmp/tiled") as server:         # doctest: +SKIP
+    ...     client = server.client()
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        readable: list[str | Path] | None = None,
+        port: int | None = None,
+        api_key: str | None = None,
+        config: str | Path | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.readable = [Path(p) for p in (readable or [])]
+        self.port = port or free_port()
+        self.api_key = api_key or secrets.token_hex(16)
+        self.config = Path(config) if config else None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The ``tiled serve`` command line."""
+        exe = _tiled_executable()
+        if self.config:
+            return [
+                exe,
+                "serve",
+                "config",
+                str(self.config),
+                "--port",
+                str(self.port),
+                "--host",
+                "127.0.0.1",
+            ]
+        d = self.directory
+        cmd = [
+            exe,
+            "serve",
+            "catalog",
+            str(d / "catalog.db"),
+            "-w",
+            str(d / "data"),
+            "-w",
+            f"sqlite:///{d / 'tabular.db'}",
+            "--api-key",
+            self.api_key,
+            "--port",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+        ]
+        if not (d / "catalog.db").exists():
+            cmd.insert(4, "--init")
+        for r in self.readable:
+            cmd += ["-r", str(r)]
+        return cmd
+
+    def start(self, timeout: float = 60.0) -> TiledServer:
+        """Start the server and wait until it answers; raise RuntimeError if it does not."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "data").mkdir(exist_ok=True)
+        for r in self.readable:
+            r.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / "tiled.log", "ab")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ, TILED_SINGLE_USER_API_KEY=self.api_key)
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self._log = log
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (self.directory / "tiled.log").read_text(errors="replace")[-600:]
+                raise RuntimeError(f"tiled server exited ({self.process.returncode}): {tail}")
+            try:
+                r = httpx.get(f"{self.uri}/api/v1/", timeout=1.0)
+                if r.status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"tiled server did not answer on {self.uri} within {timeout:g} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the server process (and wait for it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self.process = None
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def client(self):
+        """A tiled client with write access."""
+        from tiled.client import from_uri
+
+        return from_uri(self.uri, api_key=self.api_key)
+
+    def __enter__(self) -> TiledServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,91 @@
+"""Where ptychogram tasks run: threads of this process, or a Dask cluster.
+
+Both executors take the same task function and arguments and return futures with
+``done()`` and ``result()``; the worker keeps at most ``max_concurrent`` in flight, so a
+stack of 84 ptychograms never holds more than that many reconstructions in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from services.worker.config import WorkerSettings
+
+
+class LocalExecutor:
+    """Tasks in a thread pool of ``max_concurrent`` threads (the default)."""
+
+    kind = "local"
+
+    def __init__(self, max_concurrent: int = 1) -> None:
+        self.pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="sptycho-recon")
+        self.stop_event = threading.Event()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.pool.submit(fn, *args, self.stop_event.is_set)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.stop_event.set()
+        self.pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Tasks on a Dask cluster: the scheduler at ``address``, or a local cluster.
+
+    The local cluster has one worker per GPU with ``dask-cuda`` when it is installed, else
+    ``max_concurrent`` single-threaded workers (threads of this process when
+    ``processes`` is False).
+
+    Raises
+    ------
+    ValueError
+        If ``dask.distributed`` is not installed.
+    """
+
+    kind = "dask"
+
+    def __init__(
+        self, address: str | None = None, max_concurrent: int = 1, processes: bool = True
+    ) -> None:
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise ValueError(
+                "executor 'dask' needs dask.distributed: pip install distributed "
+                "(and dask-cuda for one worker per GPU)"
+            ) from None
+        self.cluster = None
+        if address:
+            self.client = Client(address)
+        else:
+            try:
+                from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
+
+                self.cluster = LocalCUDACluster()
+            except (ImportError, RuntimeError, ValueError):
+                self.cluster = LocalCluster(
+                    n_workers=max_concurrent,
+                    threads_per_worker=1,
+                    processes=processes,
+                    dashboard_address=None,
+                )
+            self.client = Client(self.cluster)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # pure=False: the same ptychogram may be submitted again (redo, restart)
+        return self.client.submit(fn, *args, pure=False)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def make_executor(settings: WorkerSettings, processes: bool = True) -> Any:
+    """The executor named by ``settings.executor``."""
+    if settings.executor == "dask":
+        return DaskExecutor(settings.dask_scheduler, settings.max_concurrent, processes)
+    return LocalExecutor(settings.max_concurrent)

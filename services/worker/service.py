@@ -1,0 +1,217 @@
+"""The worker loop: find runs and ptychograms with work to do, hand them to the executor.
+
+Every ``poll_interval_s`` the worker lists the newest runs of the catalog, and for each run
+that is not finished reads which ptychograms have frames (the primary stream's
+``ptychogram`` column) and which already have a result (``<run>/recon/pNNNN``). A
+ptychogram is started when it has frames, no task is on it, and its result is not ``done``
+(or ``failed``) -- so a worker started after a crash resumes from what Tiled holds: the
+ptychogram it was on (status ``running``) starts again, finished ones are never redone
+unless ``redo`` is set. Runs seen finished (stopped, every ptychogram done) are remembered
+and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from services.worker.config import WorkerSettings
+from services.worker.executor import make_executor
+from services.worker.stack_analysis import analyze_run_safely
+from services.worker.task import TaskOutcome, reconstruct_ptychogram
+from services.worker.tiled_io import ResultStore, RunReader, connect
+
+log = logging.getLogger("sptycho.worker")
+
+FINAL_STATUSES = ("done", "failed")
+
+
+def plan_work(
+    present: list[int],
+    statuses: dict[int, dict[str, Any]],
+    in_flight: set[int],
+    redo: bool = False,
+    redone: set[int] | None = None,
+) -> list[int]:
+    """Ptychograms of one run to start now, in order.
+
+    Parameters
+    ----------
+    present : ptychogram indices that have at least one frame
+    statuses : {index: result metadata} from Tiled
+    in_flight : indices with a task queued or running
+    redo : start again results that are done (each once: ``redone`` remembers them)
+    redone : indices already redone by this worker (updated by the caller)
+    """
+    redone = redone if redone is not None else set()
+    out = []
+    for k in sorted(present):
+        if k in in_flight:
+            continue
+        status = (statuses.get(k) or {}).get("status")
+        if status in FINAL_STATUSES and not (redo and k not in redone):
+            continue
+        out.append(k)
+    return out
+
+
+class Worker:
+    """The streaming reconstruction service.
+
+    Parameters
+    ----------
+    settings : worker settings
+    client : tiled client of the catalog root for discovery (default: a new one); tasks
+        open their own to ``settings.tiled_uri``
+    processes : Dask local cluster with worker processes (False: threads, for tests)
+    on_outcome : called with each finished task's :class:`TaskOutcome`
+    analyze_stacks : when a run has no task left in flight after one finished, write its
+        stack analysis (aligned OD, XLD, XMCD) next to the results
+
+    Examples
+    --------
+    >>> worker = Worker(load_settings("deploy/worker.yml"))   # doctest: +SKIP
+    >>> worker.run_forever()                                   # Ctrl-C stops it
+    """
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        client: Any = None,
+        *,
+        processes: bool = True,
+        on_outcome: Callable[[TaskOutcome], None] | None = None,
+        analyze_stacks: bool = True,
+    ) -> None:
+        if not settings.tiled_uri:
+            raise ValueError("no Tiled server: set tiled_uri (SPTYCHO_TILED_URI)")
+        if client is None:
+            client = connect(settings.tiled_uri, settings.tiled_api_key)
+        self.settings = settings
+        self.client = client
+        self.executor = make_executor(settings, processes=processes)
+        self.on_outcome = on_outcome
+        self.analyze_stacks = analyze_stacks
+        self.in_flight: dict[tuple[str, int], Any] = {}
+        self.finished_runs: set[str] = set()
+        self.redone: dict[str, set[int]] = {}
+        self.outcomes: list[TaskOutcome] = []
+        self._stop = threading.Event()
+        self._first_poll = True
+
+    # ---------------------------------------------------------------- discovery
+    def candidate_runs(self) -> list[str]:
+        """Uids of the runs to look at: the newest ``catch_up_runs`` at the first poll (and
+        every run started since), afterwards the ones not known to be finished."""
+        keys = list(self.client.keys())
+        if self._first_poll:
+            window = max(1, self.settings.catch_up_runs)
+            self.finished_runs.update(keys[:-window])  # older runs: not this worker's job
+            keys = keys[-window:]
+        return [k for k in keys if k not in self.finished_runs]
+
+    def _run_work(self, uid: str) -> list[int]:
+        reader = RunReader(self.client, uid)
+        if not reader.geometry.get("points_per_ptychogram"):
+            self.finished_runs.add(uid)  # not a ptychography run
+            return []
+        stopped = reader.stopped()
+        table = reader.table(columns=("ptychogram",))
+        present = [int(k) for k in np.unique(np.asarray(table["ptychogram"], dtype=np.int64))]
+        statuses = ResultStore(self.client, uid, self.settings.results_key).statuses()
+        flying = {k for (u, k) in self.in_flight if u == uid}
+        redone = self.redone.setdefault(uid, set())
+        todo = plan_work(present, statuses, flying, self.settings.redo, redone)
+        if stopped and not todo and not flying:
+            self.finished_runs.add(uid)
+        return todo
+
+    # ---------------------------------------------------------------- dispatch
+    def _collect(self) -> None:
+        for key, future in list(self.in_flight.items()):
+            if not future.done():
+                continue
+            del self.in_flight[key]
+            try:
+                outcome = future.result()
+            except Exception as err:  # noqa: BLE001 - the task itself failed to report
+                outcome = TaskOutcome(key[0], key[1], "failed", messages=[str(err)])
+            self.outcomes.append(outcome)
+            log.info(
+                "run %s ptychogram %d: %s (%d frames, %.1f s)",
+                outcome.uid[:8],
+                outcome.index,
+                outcome.status,
+                outcome.frames_used,
+                outcome.seconds,
+            )
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
+            if (
+                self.analyze_stacks
+                and outcome.status == "done"
+                and not any(u == outcome.uid for u, _ in self.in_flight)
+            ):
+                analyze_run_safely(self.client, outcome.uid, self.settings.results_key)
+
+    def poll_once(self) -> int:
+        """One round: collect finished tasks, start new ones; returns how many started."""
+        self._collect()
+        started = 0
+        for uid in self.candidate_runs():
+            if len(self.in_flight) >= self.settings.max_concurrent:
+                break
+            try:
+                todo = self._run_work(uid)
+            except KeyError:  # the run is being created: next round
+                continue
+            for k in todo:
+                if len(self.in_flight) >= self.settings.max_concurrent:
+                    break
+                if self.settings.redo:
+                    self.redone.setdefault(uid, set()).add(k)
+                self.in_flight[(uid, k)] = self.executor.submit(
+                    reconstruct_ptychogram, self._task_settings(), uid, k
+                )
+                started += 1
+        self._first_poll = False
+        return started
+
+    def _task_settings(self) -> WorkerSettings:
+        return self.settings
+
+    # ---------------------------------------------------------------- lifetime
+    def run_forever(self, until: Callable[[], bool] | None = None) -> None:
+        """Poll until :meth:`stop` (or Ctrl-C, or ``until()`` returning True)."""
+        try:
+            while not self._stop.is_set() and not (until and until()):
+                try:
+                    self.poll_once()
+                except Exception as err:  # noqa: BLE001 - Tiled hiccup: try again
+                    log.warning("poll failed: %s", str(err).splitlines()[0] if str(err) else err)
+                self._stop.wait(self.settings.poll_interval_s)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run_forever` to return (running tasks stop at their next step)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self._collect()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Poll until nothing is in flight and nothing new starts; True if it got there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            started = self.poll_once()
+            if not self.in_flight and not started:
+                return True
+            time.sleep(self.settings.poll_interval_s)
+        return False

@@ -1,0 +1,222 @@
+"""Reading runs from Tiled and writing reconstructions back next to them.
+
+The embedded Tiled server (SQLite, no Redis) has no streaming subscriptions, so the worker
+asks "what is new" by polling: the run list, the primary stream's event table and the
+length of its ``camera_image`` array. Every call re-reads the node, so the answer is fresh.
+
+Results live in a container inside the run (``<run>/recon``; the key is configurable), one
+container per ptychogram (``p0000``, ``p0001``, ...) holding ``object`` (complex64),
+``object_amplitude``, ``object_phase`` (float32), ``probe`` (complex64, modes first),
+``probe_amplitude`` (float32), ``llk`` (float64) and metadata (``status`` running, done or
+failed, ``frames_used``, ``frames_total``, ``energy_ev``, ``polarization``, ``algorithm``,
+``iterations``, ``seconds``, ``backend``, ``pixel_size_m``, ``messages``, and the counters
+``starts`` and ``completions`` with a ``history`` list of what each worker did).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+#: Columns of the primary stream the worker reads.
+PRIMARY_COLUMNS = (
+    "seq_num",
+    "time",
+    "ptychogram",
+    "sample_fx",
+    "sample_fy",
+    "optics_energy",
+    "polarization_readback",
+)
+
+
+def connect(uri: str, api_key: str | None = None) -> Any:
+    """A tiled client of the catalog root."""
+    from tiled.client import from_uri
+
+    return from_uri(uri, api_key=api_key)
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process (for the results' history)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _column(df: Any, key: str) -> np.ndarray:
+    return np.asarray(df[key]) if key in df else np.zeros(0)
+
+
+class RunReader:
+    """Fresh views of one run's start/stop documents, event table and frames.
+
+    Parameters
+    ----------
+    client : tiled client of the catalog root
+    uid : the run's uid (its key in the catalog)
+    """
+
+    def __init__(self, client: Any, uid: str) -> None:
+        self.client = client
+        self.uid = uid
+        self.run = client[uid]
+        self.start: dict[str, Any] = dict(self.run.metadata.get("start") or {})
+
+    @property
+    def geometry(self) -> dict[str, Any]:
+        return dict(self.start.get("geometry") or {})
+
+    def stopped(self) -> bool:
+        """True once the run's stop document is in Tiled."""
+        self.run = self.client[self.uid]
+        return bool(self.run.metadata.get("stop"))
+
+    def _stream(self, name: str) -> Any | None:
+        run = self.client[self.uid]
+        return run[name] if name in run else None
+
+    def table(self, stream: str = "primary", columns: tuple[str, ...] = PRIMARY_COLUMNS) -> dict:
+        """Columns of a stream's event table as NumPy arrays (empty when not there yet).
+
+        Only rows whose frame is already readable count: the table is cut to the length of
+        ``camera_image`` (the two are written one after the other).
+        """
+        node = self._stream(stream)
+        empty = {c: np.zeros(0) for c in columns}
+        if node is None or "internal" not in node.base or "camera_image" not in node:
+            return empty
+        internal = node.base["internal"]
+        present = [c for c in columns if c in internal.columns]
+        df = internal.read(present)
+        n = min(len(df), int(node["camera_image"].shape[0]))
+        out = {c: _column(df, c)[:n] for c in present}
+        for c in columns:
+            out.setdefault(c, np.zeros(n))
+        return out
+
+    def frames(self, rows: np.ndarray, stream: str = "primary") -> np.ndarray:
+        """(M, ny, nx) camera frames of the given (contiguous or not) rows of a stream."""
+        rows = np.asarray(rows, dtype=np.int64)
+        node = self._stream(stream)
+        if node is None or rows.size == 0:
+            raise KeyError(f"no {stream} frames in run {self.uid}")
+        images = node["camera_image"]
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        block = np.asarray(images[lo:hi])
+        return block[rows - lo]
+
+
+class ResultStore:
+    """Reconstructions of one run in Tiled, one container per ptychogram.
+
+    Parameters
+    ----------
+    client : tiled client of the catalog root (writable)
+    uid : the run's uid
+    key : name of the results container inside the run
+    """
+
+    ARRAYS = ("object", "object_amplitude", "object_phase", "probe", "probe_amplitude", "llk")
+
+    def __init__(self, client: Any, uid: str, key: str = "recon") -> None:
+        self.client = client
+        self.uid = uid
+        self.key = key
+        self._nodes: dict[int, Any] = {}
+
+    @staticmethod
+    def name(index: int) -> str:
+        return f"p{index:04d}"
+
+    def _container(self) -> Any:
+        run = self.client[self.uid]
+        if self.key not in run:
+            try:
+                run.create_container(self.key, metadata={"kind": "reconstructions"})
+            except Exception:  # created by someone else in the meantime
+                if self.key not in self.client[self.uid]:
+                    raise
+            run = self.client[self.uid]
+        return run[self.key]
+
+    def statuses(self) -> dict[int, dict[str, Any]]:
+        """{ptychogram index: metadata} of every result container of the run."""
+        run = self.client[self.uid]
+        if self.key not in run:
+            return {}
+        out = {}
+        for name, node in run[self.key].items():
+            if name.startswith("p") and name[1:].isdigit():
+                out[int(name[1:])] = dict(node.metadata)
+        return out
+
+    def node(self, index: int) -> Any:
+        """The result container of ptychogram ``index`` (created when missing)."""
+        if index not in self._nodes:
+            parent = self._container()
+            name = self.name(index)
+            if name not in parent:
+                parent.create_container(name, metadata={"index": index, "status": "queued"})
+            self._nodes[index] = self._container()[name]
+        return self._nodes[index]
+
+    def begin(self, index: int, info: dict[str, Any]) -> dict[str, Any]:
+        """Mark a reconstruction of ``index`` started; returns the updated metadata.
+
+        ``starts`` counts every start (a worker restarted after a crash starts again the
+        ptychogram it was on); ``history`` records who started it and when.
+        """
+        node = self.node(index)
+        md = dict(node.metadata)
+        history = list(md.get("history") or [])
+        history.append({"event": "start", "worker": worker_id(), "time": time.time()})
+        update = {
+            **info,
+            "index": index,
+            "status": "running",
+            "starts": int(md.get("starts") or 0) + 1,
+            "completions": int(md.get("completions") or 0),
+            "history": history,
+            "frames_used": 0,
+            "messages": [],
+        }
+        node.update_metadata(metadata=update)
+        return update
+
+    def write(self, index: int, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+        """Replace the arrays of ``index`` and merge ``metadata`` into its metadata.
+
+        An array of the same shape and dtype is overwritten in place; otherwise it is
+        deleted and written again (the object grows while frames arrive, llk every refresh).
+        """
+        node = self.node(index)
+        for key, value in arrays.items():
+            value = np.ascontiguousarray(value)
+            if key in node:
+                child = node[key]
+                same = tuple(child.shape) == value.shape and np.dtype(child.dtype) == value.dtype
+                if same:
+                    child.write(value)
+                    continue
+                child.delete(external_only=False)
+            node.write_array(value, key=key)
+        if metadata.get("status") == "done":
+            md = dict(node.metadata)
+            history = list(md.get("history") or [])
+            history.append({"event": "done", "worker": worker_id(), "time": time.time()})
+            metadata = {
+                **metadata,
+                "completions": int(md.get("completions") or 0) + 1,
+                "history": history,
+            }
+        node.update_metadata(metadata=metadata)
+
+    def fail(self, index: int, message: str) -> None:
+        """Mark ``index`` failed with one message line."""
+        node = self.node(index)
+        md = dict(node.metadata)
+        messages = list(md.get("messages") or []) + [message]
+        node.update_metadata(metadata={"status": "failed", "messages": messages})
