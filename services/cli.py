@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "recon",
     "ioc",
     "scan",
+    "web",
     "console",
     "serve",
     "export",

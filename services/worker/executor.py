@@ -79,9 +79,10 @@ class DaskExecutor:
         return self.client.submit(fn, *args, pure=False)
 
     def shutdown(self, wait: bool = True) -> None:
-        self.client.close()
+        # bounded: a cluster that does not answer must not hold the worker's exit forever
+        self.client.close(timeout=20)
         if self.cluster is not None:
-            self.cluster.close()
+            self.cluster.close(timeout=20)
 
 
 def make_executor(settings: WorkerSettings, processes: bool = True) -> Any:

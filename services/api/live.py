@@ -1,0 +1,191 @@
+"""Live updates: a watcher thread that asks Tiled what changed, and a hub that pushes it.
+
+The embedded Tiled server has no streaming subscriptions, so :class:`Watcher` polls the
+newest runs every ``poll_interval_s`` and turns differences into messages:
+
+==========  ==================================================================
+``type``    fields
+==========  ==================================================================
+``runs``    ``runs``: the run list changed (a run started or ended)
+``frames``  ``uid``, ``frames`` landed, ``total`` expected
+``result``  ``uid``, ``index``, ``status``, ``iterations``, ``llk_last``,
+            ``frames_used``, ``updated``: a reconstruction was (re)written
+``stack``   ``uid``, ``updated``: the stack analysis was (re)written
+``scan``    the scan controller's state (see :mod:`services.api.control`)
+==========  ==================================================================
+
+:class:`Hub` fans each message out to every WebSocket subscriber through its own bounded
+queue; a subscriber too slow to keep up loses its oldest messages, never blocks the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from services.api.catalog import frames_landed, run_summary
+from services.worker.stack_analysis import STACK_KEY
+
+log = logging.getLogger("sptycho.api")
+
+
+class Hub:
+    """Broadcast of JSON messages to the app's WebSocket subscribers.
+
+    Create it in the app's event loop (:meth:`bind`); :meth:`publish` may be called from any
+    thread.
+    """
+
+    def __init__(self, queue_size: int = 256) -> None:
+        self.queue_size = queue_size
+        self.subscribers: set[asyncio.Queue] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.published = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(self.queue_size)
+        self.subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self.subscribers.discard(queue)
+
+    def _deliver(self, text: str) -> None:
+        for queue in list(self.subscribers):
+            if queue.full():
+                queue.get_nowait()  # drop the oldest: a slow page must not stall the rest
+            queue.put_nowait(text)
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Send ``message`` (JSON-able) to every subscriber; safe from any thread."""
+        self.published += 1
+        text = json.dumps({**message, "sent": time.time()})
+        if self.loop is None or self.loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self._deliver(text)
+        else:
+            self.loop.call_soon_threadsafe(self._deliver, text)
+
+
+class Watcher:
+    """Poll Tiled in a thread and publish what changed (see the module docstring).
+
+    Parameters
+    ----------
+    client : tiled client of the catalog root (this thread's own)
+    hub : where messages go
+    poll_interval_s : seconds between polls
+    watch_runs : how many of the newest runs are followed
+    results_key : the runs' reconstruction container
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        hub: Hub,
+        poll_interval_s: float = 0.5,
+        watch_runs: int = 3,
+        results_key: str = "recon",
+    ) -> None:
+        self.client = client
+        self.hub = hub
+        self.poll_interval_s = poll_interval_s
+        self.watch_runs = watch_runs
+        self.results_key = results_key
+        self.state: dict[str, Any] = {}
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ snapshot
+    def _run_state(self, uid: str) -> dict[str, Any]:
+        run = self.client[uid]
+        summary = run_summary(uid, run)
+        results: dict[int, dict[str, Any]] = {}
+        stack = None
+        if self.results_key in run:
+            for name, node in run[self.results_key].items():
+                md = node.metadata
+                if name == STACK_KEY:
+                    stack = md.get("updated")
+                elif name.startswith("p") and name[1:].isdigit():
+                    results[int(name[1:])] = {
+                        "status": md.get("status"),
+                        "iterations": md.get("iterations"),
+                        "llk_last": md.get("llk_last"),
+                        "frames_used": md.get("frames_used"),
+                        "energy_ev": md.get("energy_ev"),
+                        "polarization": md.get("polarization"),
+                        "updated": md.get("updated"),
+                    }
+        return {
+            "summary": summary,
+            "frames": frames_landed(run),
+            "results": results,
+            "stack": stack,
+        }
+
+    def poll_once(self) -> list[dict[str, Any]]:
+        """One look at Tiled; returns (and publishes) the messages of what changed."""
+        keys = list(self.client.keys())[-self.watch_runs :]
+        messages: list[dict[str, Any]] = []
+        new_state: dict[str, Any] = {}
+        for uid in keys:
+            try:
+                now = self._run_state(uid)
+            except KeyError:
+                continue
+            new_state[uid] = now
+            before = self.state.get(uid)
+            total = now["summary"]["points_total"]
+            if before is None or before["frames"] != now["frames"]:
+                messages.append(
+                    {"type": "frames", "uid": uid, "frames": now["frames"], "total": total}
+                )
+            for index, res in now["results"].items():
+                old = (before or {}).get("results", {}).get(index)
+                if old != res:
+                    messages.append({"type": "result", "uid": uid, "index": index, **res})
+            if now["stack"] is not None and (before or {}).get("stack") != now["stack"]:
+                messages.append({"type": "stack", "uid": uid, "updated": now["stack"]})
+        summaries = [s["summary"] for s in new_state.values()]
+        if summaries != [s["summary"] for s in self.state.values()]:
+            messages.insert(0, {"type": "runs", "runs": summaries[::-1]})
+        self.state = new_state
+        self.polls += 1
+        for message in messages:
+            self.hub.publish(message)
+        return messages
+
+    # ------------------------------------------------------------------ lifetime
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception as err:  # noqa: BLE001 - Tiled hiccup: try again next round
+                log.warning(
+                    "watcher poll failed: %s", str(err).splitlines()[0] if str(err) else err
+                )
+            self._stop.wait(self.poll_interval_s)
+
+    def start(self) -> Watcher:
+        self._thread = threading.Thread(target=self._loop, name="sptycho-api-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,74 @@
+"""``sptycho web``: the live page and its REST/WebSocket API, against a Tiled server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from services.errors import fail
+
+
+def web(
+    tiled_uri: str = typer.Option(..., envvar="SPTYCHO_API_TILED_URI", help="Tiled server."),
+    tiled_api_key: str | None = typer.Option(
+        None, envvar="SPTYCHO_API_TILED_API_KEY", help="Tiled API key."
+    ),
+    key: str | None = typer.Option(
+        None,
+        envvar="SPTYCHO_API_KEY",
+        help="Operators' key (X-API-Key) that may start, pause and abort scans.",
+    ),
+    host: str = typer.Option("127.0.0.1", envvar="SPTYCHO_API_HOST", help="Listen address."),
+    port: int = typer.Option(8000, envvar="SPTYCHO_API_PORT", help="Listen port."),
+    beamline: str | None = typer.Option(
+        None, help="IOC prefix of a beamline to run scans on (e.g. 'SIM:'); read-only without."
+    ),
+    data_dir: Path = typer.Option(Path("sptycho-data"), help="Where the camera writes frames."),
+) -> None:
+    """Serve the live page: runs, reconstructions, stacks, spectra; scans for operators."""
+    import contextlib
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from services.api.app import create_app
+    from services.api.control import ScanController
+    from services.api.settings import ApiSettings
+    from services.validation import one_line
+
+    try:
+        settings = ApiSettings(
+            tiled_uri=tiled_uri, tiled_api_key=tiled_api_key, key=key, host=host, port=port
+        )
+    except ValidationError as err:
+        fail(one_line(err))
+    with contextlib.ExitStack() as stack:
+        controller = None
+        if beamline:
+            from services.session import open_session
+
+            try:
+                session = stack.enter_context(
+                    open_session(
+                        beamline,
+                        tiled_uri=tiled_uri,
+                        api_key=tiled_api_key,
+                        data_dir=data_dir,
+                        context_managers=[],
+                    )
+                )
+            except (TimeoutError, RuntimeError) as err:
+                fail(str(err).splitlines()[0])
+            controller = ScanController(session.beamline, session.RE)
+            stack.callback(controller.close)
+        try:
+            app = create_app(settings, controller=controller)
+        except (ValueError, RuntimeError) as err:
+            fail(str(err).splitlines()[0])
+        typer.echo(f"live page: http://{host}:{port}/", err=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("web")(web)
