@@ -44,7 +44,7 @@ QUEUE_PLANS: dict[str, tuple[Callable[..., Plan], type[BaseModel], tuple[str, ..
 }
 
 _DOCS = {
-    "ptycho_raster": """One defocused ptychogram: dark frames, spot size, energy, polarization, raster.
+    "ptycho_raster": """One defocused ptychogram: dark frames, spot, energy, polarization, raster.
 
 Every parameter is a field of ``plans.parameters.RasterParams`` (SI units) with its default;
 the values are validated when the plan starts, before anything moves.
@@ -129,7 +129,9 @@ def model_signature(model: type[BaseModel], first: tuple[str, ...] = ()) -> insp
             )
         )
     params.append(
-        inspect.Parameter("md", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict | None)
+        inspect.Parameter(
+            "md", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict | None
+        )
     )
     return inspect.Signature(params)
 

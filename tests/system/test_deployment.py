@@ -1,0 +1,452 @@
+"""The deployment of ``deploy/`` on this machine, end to end, with nothing mocked.
+
+The simulated beamline IOC, Tiled from ``deploy/tiled/config.yml`` (PostgreSQL catalog,
+Redis streaming cache), a Dask scheduler and worker, the streaming worker (``sptycho serve
+--config deploy/worker.yml`` on the Dask cluster), the queue server (``start-re-manager
+--config deploy/queueserver/config.yml``, startup module ``services.queue.startup``) and its
+HTTP server run as the systemd units run them, each in its own process group on free ports.
+A small stack queued through the queue server's 0MQ API must end as one run in Tiled with
+every ptychogram reconstructed by the Dask worker.
+
+Every process is stopped (its whole process group) and waited for; the PostgreSQL databases
+and the Redis database the test reserved are emptied and released.
+"""
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from recon.prepare import positions_to_pixels
+from services.tiled_server import TiledServer, free_port
+from services.worker.tiled_io import ResultStore
+from simulators.ioc.testing import IOCProcess
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(420)]
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+BIN = Path(sys.executable).parent
+PREFIX = "DEP:"
+
+STACK = dict(
+    energies=[190.0, 192.0],
+    polarizations=["LH", "LV"],
+    area_m=0.4e-6,
+    spot_m=0.2e-6,
+    overlap=0.5,  # 5 x 5 points, step 0.1 um
+    exposure_s=0.01,
+    n_dark=2,
+    frame_size=64,
+)
+POINTS = 25
+N_PTYCHOGRAMS = 4
+
+
+class Service:
+    """One process of the deployment, in its own session (so its children can be stopped).
+
+    Parameters
+    ----------
+    name : short name (log file ``<name>.log`` in ``log_dir``)
+    cmd : command line
+    env : its environment
+    log_dir : where its output goes
+    stop_signal : what its systemd unit stops it with (``KillSignal=``)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
+        self.name = name
+        self.cmd = [str(c) for c in cmd]
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.stop_signal = stop_signal
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Service":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=self.log_path.parent,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self, chars: int = 3000) -> str:
+        """The last ``chars`` characters of its output."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def check(self) -> None:
+        """Fail the test with its output if it has exited."""
+        if self.proc is not None and not self.alive():
+            pytest.fail(f"{self.name} exited ({self.proc.returncode}):\n{self.log()}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Signal its process group, wait; SIGKILL what is left of the group."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the leader's pid is the group id
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, self.stop_signal)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)  # the leader if it hung, and any orphaned child
+        self.proc.wait(10)
+
+    def __enter__(self) -> "Service":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, services: list[Service]
+) -> object:
+    """Poll ``condition`` until it returns something true; fail naming ``what`` otherwise.
+
+    The services are checked at every poll: one that exits fails the test with its output.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for s in services:
+            s.check()
+        try:
+            value = condition()
+        except Exception:  # noqa: BLE001 - not up yet
+            value = None
+        if value:
+            return value
+        time.sleep(0.3)
+    logs = "\n".join(f"--- {s.name}\n{s.log(1500)}" for s in services)
+    pytest.fail(f"{what} within {timeout:g} s\n{logs}")
+
+
+@contextlib.contextmanager
+def reserved_redis_db() -> Iterator[int]:
+    """A Redis database number nobody uses, held by a lock key in database 0; emptied after.
+
+    Tiled's streaming-cache keys have no prefix, so a test Tiled server must not share a
+    database with another one (deploy/tiled.env gives production its own number too).
+    """
+    r0 = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        r0.ping()
+        n_dbs = int(r0.config_get("databases").get("databases", 16))
+    except redis.RedisError as err:
+        pytest.fail(f"Redis must run on 127.0.0.1:6379 for this test: {err}")
+    token = uuid.uuid4().hex
+    chosen = None
+    for db in range(n_dbs - 1, 0, -1):
+        lock = f"sptycho:test-redis-db:{db}"
+        if not r0.set(lock, token, nx=True, ex=1800):
+            continue
+        if redis.Redis(host="127.0.0.1", port=6379, db=db).dbsize() == 0:
+            chosen = db
+            break
+        r0.delete(lock)
+    if chosen is None:
+        pytest.fail("no empty Redis database to reserve")
+    lock = f"sptycho:test-redis-db:{chosen}"
+    try:
+        yield chosen
+    finally:
+        r = redis.Redis(host="127.0.0.1", port=6379, db=chosen, socket_timeout=5)
+        for key in list(r.scan_iter(count=1000)):  # all ours: the database was empty
+            r.delete(key)
+        if r0.get(lock) == token.encode():
+            r0.delete(lock)
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c", sql],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@contextlib.contextmanager
+def fresh_databases() -> Iterator[str]:
+    """New PostgreSQL databases ``<name>`` (catalog) and ``<name>_tables``; dropped after."""
+    try:
+        _psql("select 1")
+    except (subprocess.SubprocessError, OSError) as err:
+        pytest.fail(f"PostgreSQL must run on 127.0.0.1:5432 for this test: {err}")
+    name = f"sptycho_deploy_{uuid.uuid4().hex[:8]}"
+    _psql(f"create database {name}")
+    try:
+        _psql(f"create database {name}_tables")
+        yield name
+    finally:
+        for db in (name, f"{name}_tables"):
+            _psql(f"drop database if exists {db} with (force)")
+
+
+def _close_environment(RM) -> None:
+    """Close the queue server's environment (devices, RE) before its process is stopped."""
+    with contextlib.suppress(Exception):
+        if RM.status(reload=True)["worker_environment_exists"]:
+            RM.environment_close()
+            RM.wait_for_idle(timeout=30)
+
+
+def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path, monkeypatch):
+    from bluesky_queueserver_api import BPlan
+    from bluesky_queueserver_api.comm_base import RequestFailedError
+    from bluesky_queueserver_api.zmq import REManagerAPI
+    from dask.distributed import Client
+
+    t0 = time.monotonic()
+    logs = tmp_path / "logs"
+    data_dir = tmp_path / "data"  # SPTYCHO_DATA_DIR: the camera writes <data>/frames
+    frames = data_dir / "frames"
+    state = tmp_path / "queueserver"  # the unit's /var/lib/sptycho/queueserver
+    for d in (logs, frames, state, tmp_path / "tiled" / "data"):
+        d.mkdir(parents=True)
+    control, info = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    scheduler_addr = f"tcp://127.0.0.1:{free_port()}"
+    http_port, http_key = free_port(), secrets.token_hex(16)
+    qs_prefix = f"sptycho_test_{uuid.uuid4().hex[:8]}"
+    base = dict(os.environ, PYTHONUNBUFFERED="1")  # with conftest's loopback CA settings
+
+    with contextlib.ExitStack() as stack:
+        redis_db = stack.enter_context(reserved_redis_db())
+        db = stack.enter_context(fresh_databases())
+        # deploy/tiled.env
+        pg = "postgres@127.0.0.1:5432"
+        monkeypatch.setenv("SPTYCHO_TILED_DB", f"postgresql+asyncpg://{pg}/{db}")
+        monkeypatch.setenv("SPTYCHO_TILED_TABULAR", f"postgresql://{pg}/{db}_tables")
+        monkeypatch.setenv("SPTYCHO_TILED_DATA", str(tmp_path / "tiled" / "data"))
+        monkeypatch.setenv("SPTYCHO_FRAMES", str(frames))
+        monkeypatch.setenv("SPTYCHO_REDIS", f"redis://127.0.0.1:6379/{redis_db}")
+        tiled = TiledServer(tmp_path / "tiled", config=DEPLOY / "tiled" / "config.yml")
+
+        # the processes that need nothing else start first, side by side
+        scheduler = Service(
+            "dask-scheduler",
+            [BIN / "dask", "scheduler", "--host", "127.0.0.1"]
+            + ["--port", scheduler_addr.rsplit(":", 1)[1], "--no-dashboard"],
+            base,
+            logs,
+        )
+        dask_worker = Service(
+            "dask-worker",
+            [BIN / "dask", "worker", scheduler_addr, "--nworkers", "1", "--nthreads", "2"]
+            + ["--no-dashboard", "--local-directory", tmp_path / "dask", "--death-timeout", "60"],
+            dict(base, OMP_NUM_THREADS="1"),
+            logs,
+        )
+        manager = Service(
+            "queueserver",
+            [BIN / "start-re-manager", "--config", DEPLOY / "queueserver" / "config.yml"]
+            + ["--zmq-control-addr", control, "--zmq-info-addr", info]
+            + ["--redis-addr", f"127.0.0.1:6379/{redis_db}", "--redis-name-prefix", qs_prefix]
+            + ["--existing-plans-devices", state / "existing_plans_and_devices.yaml"]
+            + ["--user-group-permissions", DEPLOY / "queueserver" / "user_group_permissions.yaml"],
+            dict(
+                base,
+                SPTYCHO_PREFIX=PREFIX,
+                SPTYCHO_TILED_URI=tiled.uri,
+                SPTYCHO_TILED_API_KEY=tiled.api_key,
+                SPTYCHO_DATA_DIR=str(data_dir),
+                SPTYCHO_CONNECT_TIMEOUT="30",
+            ),
+            logs,
+            stop_signal=signal.SIGINT,
+        )
+        http = Service(
+            "httpserver",
+            [
+                BIN / "start-bluesky-httpserver",
+                "--config_path",
+                DEPLOY / "httpserver" / "config.yml",
+            ]
+            + ["--host", "127.0.0.1", "--port", str(http_port)],
+            dict(
+                base,
+                QSERVER_HTTP_SERVER_SINGLE_USER_API_KEY=http_key,
+                QSERVER_ZMQ_CONTROL_ADDRESS=control,
+                QSERVER_ZMQ_INFO_ADDRESS=info,
+            ),
+            logs,
+        )
+        for service in (scheduler, dask_worker, manager, http):
+            stack.enter_context(service)
+        stack.enter_context(IOCProcess(PREFIX, args=["--pol-time", "0.2"], startup_timeout=60))
+        stack.enter_context(tiled)
+        worker = stack.enter_context(
+            Service(
+                "worker",
+                [BIN / "sptycho", "serve", "--config", DEPLOY / "worker.yml"],
+                dict(
+                    base,
+                    SPTYCHO_TILED_URI=tiled.uri,
+                    SPTYCHO_TILED_API_KEY=tiled.api_key,
+                    SPTYCHO_EXECUTOR="dask",
+                    SPTYCHO_DASK_SCHEDULER=scheduler_addr,
+                    SPTYCHO_MAX_CONCURRENT="2",
+                    SPTYCHO_BACKEND="numpy",
+                    SPTYCHO_ALGORITHM="AP**40",
+                    SPTYCHO_LIVE_ITERATIONS="5",
+                    SPTYCHO_POLL_INTERVAL_S="0.3",
+                ),
+                logs,
+                stop_signal=signal.SIGINT,
+            )
+        )
+        everything = [scheduler, dask_worker, manager, http, worker]
+
+        # the Dask cluster has its worker
+        dask_client = stack.enter_context(Client(scheduler_addr, timeout=60))
+        dask_client.wait_for_workers(1, timeout=60)
+
+        # the queue server: open the environment (devices, RE writing to Tiled)
+        RM = REManagerAPI(zmq_control_addr=control, zmq_info_addr=info)
+        stack.callback(RM.close)
+        stack.callback(_close_environment, RM)
+        wait_for(lambda: RM.status(reload=True), 60, "the RE manager did not answer", everything)
+        RM.environment_open()
+        wait_for(
+            lambda: (
+                (s := RM.status(reload=True))["worker_environment_exists"]
+                and s["manager_state"] == "idle"
+            ),
+            90,
+            "the queue server's environment did not open",
+            everything,
+        )
+        allowed = RM.plans_allowed()["plans_allowed"]
+        assert {"ptycho_stack", "ptycho_raster"} <= set(allowed)
+        params = {p["name"] for p in allowed["ptycho_stack"]["parameters"]}
+        assert {"energies", "polarizations", "spot_m", "overlap", "frame_size", "md"} <= params
+        assert {"camera", "optics", "undulator", "shutter"} <= set(
+            RM.devices_allowed()["devices_allowed"]
+        )
+
+        # the HTTP server answers for the RE manager, with its key only
+        status_url = f"http://127.0.0.1:{http_port}/api/status"
+        auth = {"Authorization": f"ApiKey {http_key}"}
+        reply = wait_for(
+            lambda: (r := httpx.get(status_url, headers=auth, timeout=5)).status_code == 200 and r,
+            60,
+            "the HTTP server did not answer",
+            everything,
+        )
+        assert reply.json()["worker_environment_exists"] is True
+        assert httpx.get(status_url, timeout=5).status_code == 401
+        http_plans = httpx.get(
+            f"http://127.0.0.1:{http_port}/api/plans/allowed", headers=auth, timeout=10
+        ).json()["plans_allowed"]
+        assert "ptycho_stack" in http_plans
+
+        # a value of the wrong type is refused when it is queued
+        with pytest.raises(RequestFailedError, match="energies"):
+            RM.item_add(BPlan("ptycho_stack", energies="192"))
+
+        # queue the stack with plain JSON keyword arguments and run the queue
+        RM.item_add(BPlan("ptycho_stack", **STACK, md={"purpose": "deployment test"}))
+        RM.queue_start()
+        history = wait_for(
+            lambda: (h := RM.history_get()["items"]) and h,
+            150,
+            "the queued stack did not finish",
+            everything,
+        )
+        wait_for(
+            lambda: RM.status(reload=True)["manager_state"] == "idle",
+            30,
+            "the queue did not stop",
+            everything,
+        )
+        result = history[0]["result"]
+        assert result["exit_status"] == "completed", result
+        (uid,) = result["run_uids"]
+        t_scan = time.monotonic()
+
+        # the streaming worker reconstructed every ptychogram on the Dask worker
+        client = tiled.client()
+        store = ResultStore(client, uid)
+        statuses = wait_for(
+            lambda: (
+                (st := store.statuses())
+                and len(st) == N_PTYCHOGRAMS
+                and all(md.get("status") == "done" for md in st.values())
+                and st
+            ),
+            120,
+            "the reconstructions were not all done",
+            everything,
+        )
+        t_done = time.monotonic()
+
+        run = client[uid]
+        start = run.metadata["start"]
+        assert start["plan_name"] == "spectro_stack"
+        assert start["purpose"] == "deployment test"
+        assert start["n_ptychograms"] == N_PTYCHOGRAMS
+        assert start["geometry"]["grid"] == [5, 5]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        images = run["primary"]["camera_image"].read()
+        assert images.shape == (N_PTYCHOGRAMS * POINTS, 64, 64)
+        assert run["dark"]["camera_image"].read().shape == (2, 64, 64)
+        table = run["primary"].read()
+        ptychogram = np.asarray(table["ptychogram"])
+        assert np.array_equal(ptychogram, np.repeat(np.arange(N_PTYCHOGRAMS), POINTS))
+
+        expected = [(e, p) for e in STACK["energies"] for p in STACK["polarizations"]]
+        dask_group = dask_worker.proc.pid
+        for k in range(N_PTYCHOGRAMS):
+            md = statuses[k]
+            assert (md["energy_ev"], md["polarization"]) == pytest.approx(expected[k])
+            assert md["frames_used"] == POINTS and md["frames_total"] == POINTS
+            assert md["backend"] == "numpy" and md["iterations"] >= 40
+            # the task ran in the Dask worker's processes, not in the streaming worker
+            pid = int(md["history"][-1]["worker"].rsplit(":", 1)[1])
+            assert pid != worker.proc.pid and os.getpgid(pid) == dask_group
+            node = run["recon"][f"p{k:04d}"]
+            obj = node["object"].read()
+            rows = ptychogram == k
+            pos = np.stack([table["sample_fy"][rows], table["sample_fx"][rows]], axis=1) * 1e-6
+            _, shape, _ = positions_to_pixels(pos, md["pixel_size_m"], 64)
+            assert obj.dtype == np.complex64 and obj.shape == shape
+            assert np.all(np.isfinite(obj)) and np.abs(obj).max() > 0
+            llk = node["llk"].read()
+            assert llk[-1] < llk[0]
+            assert node["probe"].read().shape == (1, 64, 64)
+
+        print(
+            f"deployment up and scanned in {t_scan - t0:.1f} s, "
+            f"reconstructed {t_done - t_scan:.1f} s after the scan"
+        )
