@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "ioc",
     "scan",
     "web",
+    "demo",
     "console",
     "serve",
     "export",

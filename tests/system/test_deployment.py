@@ -28,7 +28,6 @@ import numpy as np
 import pytest
 import redis
 
-from recon.prepare import positions_to_pixels
 from services.tiled_server import TiledServer, free_port
 from services.worker.tiled_io import ResultStore
 from simulators.ioc.testing import IOCProcess
@@ -395,6 +394,18 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path,
         (uid,) = result["run_uids"]
         t_scan = time.monotonic()
 
+        # a web page queues through the HTTP server with the same JSON (left queued, cleared)
+        item = {"item_type": "plan", "name": "ptycho_raster", "kwargs": {"energy_ev": 706.0}}
+        added = httpx.post(
+            f"http://127.0.0.1:{http_port}/api/queue/item/add",
+            json={"item": item},
+            headers=auth,
+            timeout=10,
+        ).json()
+        assert added["success"], added
+        assert [i["name"] for i in RM.queue_get()["items"]] == ["ptycho_raster"]
+        RM.queue_clear()
+
         # the streaming worker reconstructed every ptychogram on the Dask worker
         client = tiled.client()
         store = ResultStore(client, uid)
@@ -439,8 +450,10 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path,
             obj = node["object"].read()
             rows = ptychogram == k
             pos = np.stack([table["sample_fy"][rows], table["sample_fx"][rows]], axis=1) * 1e-6
-            _, shape, _ = positions_to_pixels(pos, md["pixel_size_m"], 64)
-            assert obj.dtype == np.complex64 and obj.shape == shape
+            # the object holds every frame of the scan (plus a margin of a few pixels)
+            span = np.ptp(pos, axis=0) / md["pixel_size_m"] + 64
+            assert obj.dtype == np.complex64 and obj.ndim == 2
+            assert np.all(span <= obj.shape) and np.all(np.asarray(obj.shape) <= span + 24)
             assert np.all(np.isfinite(obj)) and np.abs(obj).max() > 0
             llk = node["llk"].read()
             assert llk[-1] < llk[0]
