@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -148,6 +149,8 @@ def create_app(
         from services.worker.tiled_io import connect
 
         hub.bind(asyncio.get_running_loop())
+        # the first picture imports and sets up Matplotlib (seconds on a busy machine): now
+        await asyncio.to_thread(render, np.zeros((8, 8)), pixel_size_m=1e-8)
         watcher = Watcher(
             connect(settings.tiled_uri, settings.tiled_api_key),
             hub,
@@ -354,8 +357,21 @@ def create_app(
                 "scan": controller.state() if controller else {"state": "unavailable"},
             }
             await websocket.send_text(json.dumps(hello))
-            while True:
-                await websocket.send_text(await queue.get())
+
+            async def forward() -> None:
+                while True:
+                    await websocket.send_text(await queue.get())
+
+            async def until_closed() -> None:  # notice a closed page at once, not at the next
+                while (await websocket.receive())["type"] != "websocket.disconnect":
+                    pass
+
+            tasks = {asyncio.create_task(forward()), asyncio.create_task(until_closed())}
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                task.exception()  # retrieved: a closed socket is the normal end
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

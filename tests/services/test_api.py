@@ -82,7 +82,10 @@ def test_runs_and_detail_show_progress_results_and_dose(api, run_uid):
     assert d["frames"] == d["points_total"] == 4 * 9
     assert [(r["index"], r["status"]) for r in d["results"]] == [(i, "done") for i in range(4)]
     assert {(r["energy_ev"], r["polarization"]) for r in d["results"]} == {
-        (188.0, "LH"), (188.0, "LV"), (192.0, "LH"), (192.0, "LV")
+        (188.0, "LH"),
+        (188.0, "LV"),
+        (192.0, "LH"),
+        (192.0, "LV"),
     }
     assert d["stack"]["status"] == "done" and d["stack"]["xld_energies"] == [188.0, 192.0]
 

@@ -463,3 +463,42 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path,
             f"deployment up and scanned in {t_scan - t0:.1f} s, "
             f"reconstructed {t_done - t_scan:.1f} s after the scan"
         )
+
+
+def test_queue_plans_are_json_callable_and_refuse_bad_values_before_any_message():
+    """What the queue server reads of ``services.queue.plans``, without processes."""
+    from bluesky_queueserver.manager.profile_ops import (
+        existing_plans_and_devices_from_nspace,
+        validate_plan,
+    )
+    from pydantic import ValidationError
+
+    from services.queue.plans import make_queue_plans
+
+    plans = make_queue_plans(beamline=None)
+    existing, _, _, _ = existing_plans_and_devices_from_nspace(nspace=dict(plans))
+    params = {p["name"]: p for p in existing["ptycho_stack"]["parameters"]}
+    assert list(params)[:2] == ["energies", "polarizations"]
+    assert params["energies"]["annotation"]["type"] == "list[float]"
+    assert params["energies"]["default"] == "[192.0]"
+    assert params["spot_m"]["description"].startswith("Spot diameter")
+    assert params["frame_size"]["default"] == "256" and "md" in params
+    assert {"energy_ev", "polarization"} <= {
+        p["name"] for p in existing["ptycho_raster"]["parameters"]
+    }
+
+    def check(kwargs):
+        item = {"name": "ptycho_stack", "kwargs": kwargs}
+        return validate_plan(item, allowed_plans=existing, allowed_devices={})
+
+    ok, msg = check({"energies": [706, 708], "polarizations": ["CL", "CR"], "md": {"a": 1}})
+    assert ok, msg
+    ok, msg = check({"polarizations": ["XX"]})
+    assert not ok and "polarizations" in msg
+    ok, msg = check({"spot": 1e-6})
+    assert not ok and "unexpected keyword argument 'spot'" in msg
+    # values of the right type but impossible: refused by the model at the first message
+    with pytest.raises(ValidationError, match="overlap"):
+        next(plans["ptycho_stack"](energies=[706.0], overlap=1.5))
+    with pytest.raises(ValidationError, match="larger than the scanned area"):
+        next(plans["ptycho_raster"](spot_m=5e-6, area_m=1e-6))

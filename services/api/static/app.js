@@ -115,7 +115,7 @@ function renderPtychograms(d) {
   select.value = String(view.index);
   const r = d.results.find((x) => x.index === view.index);
   $("result-status").textContent = r
-    ? `${r.status}, ${r.frames_used}/${r.frames_total ?? "?"} frames, ${r.iterations} iterations, ${r.algorithm}`
+    ? `${r.status}, ${r.frames_used ?? 0}/${r.frames_total ?? "?"} frames, ${r.iterations ?? 0} iterations, ${r.algorithm}`
     : "waiting for frames";
   refreshResult(false);
   refreshPositions();
