@@ -158,17 +158,26 @@ class Beamtime:
 
     # ------------------------------------------------------------------ progress
     def progress(self, uid: str) -> dict[str, Any]:
-        """Frames landed and reconstructions done of run ``uid``."""
+        """Frames landed, reconstructions finished, and the stack analysis of run ``uid``.
+
+        ``stack`` is ``done`` only once the analysis holds every finished reconstruction
+        (``partial`` before), ``None`` when there is none yet.
+        """
         from services.api.catalog import run_detail
 
         d = run_detail(self.session.client, uid, self.worker.settings.results_key)
         done = sum(r.get("status") in ("done", "failed") for r in d["results"])
+        succeeded = sum(r.get("status") == "done" for r in d["results"])
+        stack = d["stack"] or {}
+        stack_state = stack.get("status")
+        if stack_state == "done" and len(stack.get("indices") or []) < succeeded:
+            stack_state = "partial"  # analysed before the last results: a newer one comes
         return {
             "frames": d["frames"],
             "frames_total": d["points_total"],
             "done": done,
             "total": d["n_ptychograms"],
             "state": d["state"],
-            "stack": (d["stack"] or {}).get("status"),
+            "stack": stack_state,
             "results": d["results"],
         }

@@ -125,6 +125,15 @@ def test_live_scan_updates_the_page_and_a_click_plots_a_spectrum(beamtime, brows
     page.wait_for_function(
         "document.getElementById('result-status').textContent.startsWith('done')", timeout=30_000
     )
+    # the pictures shown are those of the selected ptychogram as last written
+    index = page.input_value("#ptychogram")
+    last = beamtime.progress(uid)["results"][int(index)]
+    page.wait_for_function(
+        "([i, u]) => { const d = document.getElementById('img-amplitude').dataset;"
+        " return d.index === i && Number(d.updated) === u; }",
+        arg=[index, last["updated"]],
+        timeout=30_000,
+    )
     # a click on the amplitude plots a spectrum
     page.wait_for_function(
         "document.getElementById('img-amplitude').src.startsWith('blob:')", timeout=30_000

@@ -136,13 +136,17 @@ async function loadPicture(img, url) {
 function refreshResult(force) {
   return once("result", async () => {
     if (!view.uid || view.index === null) return;
-    const r = await api(`/api/runs/${view.uid}/results/${view.index}`);
-    const stamp = String(r.updated);
+    const index = view.index;
+    const r = await api(`/api/runs/${view.uid}/results/${index}`);
+    // a picture is current when it shows this ptychogram as last written (arrays are written
+    // before the metadata that stamps them, so an unstamped result is fetched again later)
+    const stamp = r.updated === undefined || r.updated === null ? "" : String(r.updated);
     for (const kind of ["amplitude", "phase", "probe"]) {
       const img = $(`img-${kind}`);
-      if (!force && img.dataset.updated === stamp) continue;
-      if (await loadPicture(img, `/api/runs/${view.uid}/results/${view.index}/${kind}.png?t=${stamp}`)) {
+      if (!force && stamp && img.dataset.updated === stamp && img.dataset.index === String(index)) continue;
+      if (await loadPicture(img, `/api/runs/${view.uid}/results/${index}/${kind}.png?t=${stamp}`)) {
         img.dataset.updated = stamp;
+        img.dataset.index = String(index);
         img.dataset.iterations = String(r.iterations);
       }
     }
