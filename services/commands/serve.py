@@ -37,6 +37,7 @@ def serve(
     from services.worker.service import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll request: noise
     try:
         settings = load_settings(
             config,
