@@ -26,6 +26,26 @@ class Shutter(Device):
     def __init__(self, prefix: str = "", *, timeout_s: float = 5.0, **kwargs: Any) -> None:
         super().__init__(prefix, **kwargs)
         self.timeout_s = timeout_s
+        self._reopen = False
+
+    # The RunEngine calls pause() on every device it has used when a plan pauses or suspends,
+    # and resume() when it resumes: no dose is given while nobody is measuring.
+    def pause(self) -> None:
+        """Close the shutter (remembering whether it was open) while the scan is paused."""
+        if self.is_open:
+            self._reopen = True
+            self.control.put("Close", wait=False)
+
+    def resume(self) -> None:
+        """Open the shutter again if :meth:`pause` closed it."""
+        if self._reopen:
+            self._reopen = False
+            self.set("open").wait(self.timeout_s)
+
+    @property
+    def reopen_pending(self) -> bool:
+        """True while a pause has closed the shutter that resume() will open again."""
+        return self._reopen
 
     def set(self, value: str | int) -> StatusBase:
         """Open or close; the status finishes when ``status_RBV`` agrees.

@@ -6,12 +6,17 @@ dataset ``/entry/data/data``); each ``trigger()`` exposes one frame and finishes
 writer reports it written (``NumCaptured_RBV`` increments); ``read()`` then gives a datum id
 for the image (a Datum document with the frame's ``point_number`` in the file is emitted by
 :meth:`SCMOSCamera.collect_asset_docs`) plus scalars (frame counter, total counts).
-A frame the writer drops fails the trigger with :class:`FrameDroppedError`; a camera that
-never finishes fails it with ``StatusTimeoutError`` naming the camera.
+A frame the writer drops, or one that never arrives, is taken again at once (``retries``
+times); when every attempt fails the trigger fails with :class:`CameraFaultError`, one line
+naming the camera. ``HDF1:NextRecord`` chooses the file record of the next frame (position
+mode): plans write ``accepted`` (the frames of this file that became events) there before
+each trigger, so a frame taken again replaces a refused or interrupted one and the file
+keeps exactly one frame per event.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -26,9 +31,26 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import DeviceStatus
 from ophyd.utils import InvalidState
 
+log = logging.getLogger("sptycho.devices")
+
 
 class FrameDroppedError(RuntimeError):
     """The HDF5 writer dropped a frame (it is not in the file)."""
+
+
+class CameraFaultError(RuntimeError):
+    """Every attempt at a frame failed (dropped, timed out, camera error)."""
+
+
+def _finish(status: DeviceStatus, exc: Exception | None = None) -> None:
+    """Finish ``status`` (with ``exc`` when given) unless it finished already."""
+    try:
+        if exc is None:
+            status.set_finished()
+        else:
+            status.set_exception(exc)
+    except InvalidState:
+        pass
 
 
 class CameraStatus(DeviceStatus):
@@ -88,6 +110,7 @@ class HDF5Writer(Device):
     full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", string=True, kind="omitted")
     write_message = Cpt(EpicsSignalRO, "WriteMessage", string=True, kind="omitted")
     dropped_arrays = Cpt(EpicsSignalRO, "DroppedArrays_RBV", kind="omitted")
+    next_record = Cpt(EpicsSignal, "NextRecord", kind="omitted")
 
 
 class SCMOSCamera(Device):
@@ -98,7 +121,8 @@ class SCMOSCamera(Device):
     prefix : IOC prefix, e.g. ``SIM:``
     write_dir : directory the IOC writes HDF5 files into (as the IOC sees it)
     read_dir : the same directory as readers see it (``write_dir`` when None)
-    frame_timeout_s : seconds a frame may take beyond its exposure before the trigger fails
+    frame_timeout_s : seconds a frame may take beyond its exposure before it is retried
+    retries : how many times a dropped or timed-out frame is taken again at the same point
     **kwargs : ``Device`` arguments (``name``, ...)
     """
 
@@ -112,13 +136,18 @@ class SCMOSCamera(Device):
         *,
         write_dir: str = "/tmp/sptycho/frames",
         read_dir: str | None = None,
-        frame_timeout_s: float = 10.0,
+        frame_timeout_s: float = 3.0,
+        retries: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(prefix, **kwargs)
         self.write_dir = str(write_dir)
         self.read_dir = str(read_dir or write_dir)
         self.frame_timeout_s = frame_timeout_s
+        self.retries = retries
+        self.retried = 0
+        self.accepted = 0
+        self._current: CameraStatus | None = None
         self._bundle: Any = None
         self._assets: deque = deque()
         self._datum_id: str | None = None
@@ -189,6 +218,7 @@ class SCMOSCamera(Device):
         self._assets.clear()
         self._assets.append(("resource", self._bundle.resource_doc))
         self._datum_id = None
+        self.accepted = 0
 
     def unstage(self) -> list:
         try:
@@ -202,65 +232,104 @@ class SCMOSCamera(Device):
 
     # -- acquisition ----------------------------------------------------------------------
     def trigger(self) -> CameraStatus:
-        """Expose one frame; the status finishes when the frame is in the HDF5 file."""
+        """Expose one frame; the status finishes when the frame is in the HDF5 file.
+
+        A frame the writer drops, a frame that does not arrive within ``exposure +
+        frame_timeout_s`` and a camera error are retried at once (acquisition stopped, then
+        triggered again), up to ``retries`` times; each retry is logged as a warning and
+        counted in ``retried``. When every attempt failed the status fails with
+        :class:`CameraFaultError`, whose message is one line naming the camera and what to do.
+        """
         if self._bundle is None:
             raise RuntimeError(f"{self.name} is not staged: stage it before triggering")
+        outer = CameraStatus(self)
+        self._current = outer
+        self._attempt(outer, 1)
+        return outer
+
+    def _attempt(self, outer: CameraStatus, attempt: int) -> None:
+        """Start exposure number ``attempt`` of the frame that ``outer`` waits for."""
         h = self.hdf5
         captured0 = int(h.num_captured.get(use_monitor=False))
         dropped0 = int(h.dropped_arrays.get(use_monitor=False))
         exposure = float(self.cam.acquire_time.get())
-        status = CameraStatus(self, timeout=exposure + self.frame_timeout_s)
+        concluded = threading.Event()
+        subs: list[tuple[Any, int]] = []
+        timer = threading.Timer(
+            exposure + self.frame_timeout_s,
+            lambda: conclude(f"no frame within {exposure + self.frame_timeout_s:.3g} s"),
+        )
 
-        def finish(exc: Exception | None = None) -> None:
+        def conclude(problem: str | None) -> None:
             with self._lock:
-                if status.done:
+                if concluded.is_set():
                     return
-                try:
-                    if exc is None:
-                        status.set_finished()
-                    else:
-                        status.set_exception(exc)
-                except InvalidState:
-                    pass
+                concluded.set()
+            timer.cancel()
+            for signal, cid in subs:
+                signal.unsubscribe(cid)
+            if outer.done:
+                return
+            if problem is None:
+                _finish(outer)
+            elif self._current is not outer:
+                _finish(outer, CameraFaultError(f"{self.name}: stopped"))
+            elif attempt <= self.retries:
+                self.retried += 1
+                log.warning(
+                    "%s: %s; retrying (%d of %d)", self.name, problem, attempt, self.retries
+                )
+                threading.Thread(target=self._retry, args=(outer, attempt), daemon=True).start()
+            else:
+                _finish(
+                    outer,
+                    CameraFaultError(
+                        f"{self.name}: {problem} ({attempt} attempts); check the camera and "
+                        "its HDF5 writer, then resume"
+                    ),
+                )
 
         def on_captured(value: Any = None, **_: Any) -> None:
-            if value is not None and int(value) > captured0:
+            if value is not None and int(value) > captured0 and not concluded.is_set():
                 with self._lock:
-                    if status.done:
-                        return
                     datum = self._bundle.compose_datum(
                         datum_kwargs={"point_number": int(value) - 1}
                     )
                     self._assets.append(("datum", datum))
                     self._datum_id = datum["datum_id"]
                     self._datum_ts = time.time()
-                finish()
+                conclude(None)
 
         def on_dropped(value: Any = None, **_: Any) -> None:
             if value is not None and int(value) > dropped0:
-                finish(FrameDroppedError(f"{self.name}: the HDF5 writer dropped the frame"))
+                conclude("the HDF5 writer dropped the frame")
 
         def on_state(value: Any = None, **_: Any) -> None:
             if value == "Error":
-                message = self.cam.status_message.get()
-                finish(RuntimeError(f"{self.name}: camera error: {message}"))
+                conclude(f"camera error: {self.cam.status_message.get()}")
 
-        subs = [
-            (h.num_captured, h.num_captured.subscribe(on_captured, run=False)),
-            (h.dropped_arrays, h.dropped_arrays.subscribe(on_dropped, run=False)),
-            (self.cam.detector_state, self.cam.detector_state.subscribe(on_state, run=False)),
-        ]
-
-        def cleanup(_: Any) -> None:
-            for signal, cid in subs:
-                signal.unsubscribe(cid)
-
-        status.add_callback(cleanup)
+        subs.append((h.num_captured, h.num_captured.subscribe(on_captured, run=False)))
+        subs.append((h.dropped_arrays, h.dropped_arrays.subscribe(on_dropped, run=False)))
+        subs.append(
+            (self.cam.detector_state, self.cam.detector_state.subscribe(on_state, run=False))
+        )
+        timer.daemon = True
+        timer.start()
         self.cam.acquire.put(1, wait=False)
-        return status
+
+    def _retry(self, outer: CameraStatus, attempt: int) -> None:
+        """Stop what the camera is doing and expose again (runs in a thread of its own)."""
+        try:
+            self.cam.acquire.put(0, wait=True)
+            self._wait_value(self.cam.acquire, 0, timeout=5.0)
+            if not outer.done:
+                self._attempt(outer, attempt + 1)
+        except Exception as err:  # noqa: BLE001 - reported through the status
+            _finish(outer, CameraFaultError(f"{self.name}: cannot re-trigger: {err}"))
 
     def stop(self, *, success: bool = False) -> None:
-        """Abort the exposure in progress."""
+        """Abort the exposure in progress (a pending retry gives up)."""
+        self._current = None
         self.cam.acquire.put(0, wait=False)
 
     # -- documents ------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Validated parameters of the ptychography plans.
 
-Impossible requests (overlap outside [0, 1), spot larger than the area, energy outside
-100-2000 eV, exposure <= 0, too many points, a dose over budget) are refused here, before
-any plan message is produced and so before anything moves.
+Impossible requests (NaN or infinite numbers, overlap outside [0, 1), spot larger than the
+area, energy outside 100-2000 eV, exposure <= 0, too many points, a dose over budget) are
+refused here, before any plan message is produced and so before anything moves. Each field
+is checked on its own (finite, in range) before the checks that derive anything from it
+(binning, number of points, dose), so the message names the field that is wrong.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recon.dose import MATERIALS, dose_report
 from recon.geometry import binning_for_zone_plate_cone
@@ -18,6 +20,15 @@ from recon.scan import scan_positions, step_from_overlap
 
 Polarization = Literal["LH", "LV", "CL", "CR"]
 FOCUS_FACTOR = 1.22  # Rayleigh spot = 1.22 dr
+ENERGY_RANGE_EV = (100.0, 2000.0)
+
+
+def check_energy(energy_ev: float) -> float:
+    """``energy_ev`` if within :data:`ENERGY_RANGE_EV`, else a ValueError naming the range."""
+    low, high = ENERGY_RANGE_EV
+    if not low <= energy_ev <= high:
+        raise ValueError(f"energy {energy_ev:g} eV is outside {low:g}-{high:g} eV")
+    return energy_ev
 
 
 class ScanParams(BaseModel):
@@ -42,7 +53,7 @@ class ScanParams(BaseModel):
     dose_budget_gray : refuse a scan whose estimated dose exceeds this
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     area_m: float = Field(2e-6, gt=0, le=200e-6)
     spot_m: float = Field(1e-6, gt=0, le=50e-6)
@@ -200,11 +211,13 @@ class StackParams(ScanParams):
     order: Literal["energy", "polarization"] = "energy"
     dark: Literal["once", "per-energy", "none"] = "once"
 
+    @field_validator("energies")
+    @classmethod
+    def _check_energies(cls, energies: list[float]) -> list[float]:
+        return [check_energy(e) for e in energies]
+
     @model_validator(mode="after")
     def _check_stack(self) -> StackParams:
-        bad = [e for e in self.energies if not 100.0 <= e <= 2000.0]
-        if bad:
-            raise ValueError(f"energy {bad[0]} eV is outside 100-2000 eV")
         if len(set(self.polarizations)) != len(self.polarizations):
             raise ValueError("polarizations repeat")
         _check_budget(self, self.energies, len(self.polarizations))

@@ -18,24 +18,46 @@ import bluesky.preprocessors as bpp
 from bluesky.utils import Msg
 from ophyd import Signal
 
+from plans.guards import BeamGuard, acquire_point, move_or_pause
 from plans.parameters import RasterParams, ScanParams, StackParams, total_dose_gray
 
 Plan = Generator[Msg, Any, Any]
 
 
-def dark_frames(camera: Any, shutter: Any, num: int = 25, *, stream: str = "dark") -> Plan:
+def dark_frames(
+    camera: Any,
+    shutter: Any,
+    num: int = 25,
+    *,
+    stream: str = "dark",
+    monitor: Any,
+    guard: BeamGuard | None = None,
+) -> Plan:
     """Close the shutter, read ``num`` camera frames into ``stream``, restore the shutter.
 
     Must run inside an open run with ``camera`` staged. The camera is re-staged before and
     after, so the dark frames get an HDF5 file of their own (one file per stream, as the
-    Tiled writer maps each file onto one stream).
+    Tiled writer maps each file onto one stream). Camera faults that persist pause the scan
+    (see :func:`plans.guards.acquire_point`); ``monitor`` is the beam monitor.
     """
     reading = yield from bps.rd(shutter.status)
     was_open = reading == "Open"
     yield from bps.mv(shutter, "close")
     yield from _new_file(camera)
     for _ in range(num):
-        yield from bps.trigger_and_read([camera], name=stream)
+        yield from bps.checkpoint()
+        if monitor is None:
+            yield from bps.trigger_and_read([camera], name=stream)
+        else:
+            yield from acquire_point(
+                [camera],
+                camera,
+                monitor,
+                shutter,
+                guard or BeamGuard(),
+                stream=stream,
+                check_beam=False,
+            )
     yield from _new_file(camera)
     if was_open:
         yield from bps.mv(shutter, "open")
@@ -55,8 +77,12 @@ class _Index:
         self.point = Signal(name="point", value=0, kind="hinted")
 
 
-def _ptychogram(bl: Any, params: ScanParams, index: _Index, number: int) -> Plan:
-    """Raster the sample through one ptychogram (inside an open run, camera staged)."""
+def _ptychogram(bl: Any, params: ScanParams, index: _Index, number: int, guard: BeamGuard) -> Plan:
+    """Raster the sample through one ptychogram (inside an open run, camera staged).
+
+    Every point starts at a checkpoint (a pause or a suspension takes it again) and is
+    saved only with beam (:func:`plans.guards.acquire_point`); a stalled stage pauses.
+    """
     stage_um = params.stage_positions_um()
     yield from bps.mv(index.ptychogram, number)
     yield from bps.mv(bl.shutter, "open")
@@ -72,8 +98,8 @@ def _ptychogram(bl: Any, params: ScanParams, index: _Index, number: int) -> Plan
     ]
     for i, (y_um, x_um) in enumerate(stage_um):
         yield from bps.checkpoint()  # a pause resumes from this point
-        yield from bps.mv(bl.sample.fx, x_um, bl.sample.fy, y_um, index.point, i)
-        yield from bps.trigger_and_read(detectors)
+        yield from move_or_pause(bl.shutter, bl.sample.fx, x_um, bl.sample.fy, y_um, index.point, i)
+        yield from acquire_point(detectors, bl.camera, bl.monitor, bl.shutter, guard)
 
 
 def geometry_metadata(params: ScanParams, energies: list[float], polarizations: list[str]) -> dict:
@@ -136,7 +162,13 @@ def _safe(bl: Any, plan: Plan) -> Plan:
     return (yield from bpp.finalize_wrapper(plan, close()))
 
 
-def defocused_raster(bl: Any, params: RasterParams | dict, *, md: dict | None = None) -> Plan:
+def defocused_raster(
+    bl: Any,
+    params: RasterParams | dict,
+    *,
+    md: dict | None = None,
+    guard: BeamGuard | None = None,
+) -> Plan:
     """One defocused ptychogram: dark frames, spot size, energy, polarization, raster.
 
     Parameters
@@ -144,6 +176,7 @@ def defocused_raster(bl: Any, params: RasterParams | dict, *, md: dict | None = 
     bl : beamline devices (camera, shutter, sample, optics, undulator, monitor)
     params : :class:`RasterParams` or a dict of its fields (validated first)
     md : extra start-document metadata
+    guard : beam thresholds of the per-frame check (defaults of :class:`BeamGuard`)
     """
     p = params if isinstance(params, RasterParams) else RasterParams(**params)
     stack = StackParams(
@@ -153,11 +186,19 @@ def defocused_raster(bl: Any, params: RasterParams | dict, *, md: dict | None = 
         dark="once" if p.n_dark else "none",
     )
     return (
-        yield from _run(bl, stack, plan_name="defocused_raster", plan_args=p.model_dump(), md=md)
+        yield from _run(
+            bl, stack, plan_name="defocused_raster", plan_args=p.model_dump(), md=md, guard=guard
+        )
     )
 
 
-def spectro_stack(bl: Any, params: StackParams | dict, *, md: dict | None = None) -> Plan:
+def spectro_stack(
+    bl: Any,
+    params: StackParams | dict,
+    *,
+    md: dict | None = None,
+    guard: BeamGuard | None = None,
+) -> Plan:
     """Energies x polarizations of defocused ptychograms in one run.
 
     The spot size is kept at every energy (the zone plate follows the focal length), dark
@@ -165,11 +206,24 @@ def spectro_stack(bl: Any, params: StackParams | dict, *, md: dict | None = None
     polarization, ptychogram index and point index.
     """
     p = params if isinstance(params, StackParams) else StackParams(**params)
-    return (yield from _run(bl, p, plan_name="spectro_stack", plan_args=p.model_dump(), md=md))
+    return (
+        yield from _run(
+            bl, p, plan_name="spectro_stack", plan_args=p.model_dump(), md=md, guard=guard
+        )
+    )
 
 
-def _run(bl: Any, p: StackParams, *, plan_name: str, plan_args: dict, md: dict | None) -> Plan:
+def _run(
+    bl: Any,
+    p: StackParams,
+    *,
+    plan_name: str,
+    plan_args: dict,
+    md: dict | None,
+    guard: BeamGuard | None,
+) -> Plan:
     index = _Index()
+    guard = guard or BeamGuard()
     metadata = {
         "plan_name": plan_name,
         "plan_args": plan_args,
@@ -177,24 +231,27 @@ def _run(bl: Any, p: StackParams, *, plan_name: str, plan_args: dict, md: dict |
         "order": p.order,
         "dark_policy": p.dark,
         "n_ptychograms": len(p.energies) * len(p.polarizations),
+        "beam_guard": guard.model_dump(),
         **(md or {}),
     }
 
     @bpp.stage_decorator([bl.camera])
     @bpp.run_decorator(md=metadata)
     def inner() -> Plan:
-        yield from bps.mv(bl.optics.spot, p.spot_m * 1e6)
+        yield from move_or_pause(bl.shutter, bl.optics.spot, p.spot_m * 1e6)
         last_energy = None
         dark_done = False
         for number, energy, pol in p.ptychograms():
             if energy != last_energy:
-                yield from bps.mv(bl.optics.energy, energy)
+                yield from move_or_pause(bl.shutter, bl.optics.energy, energy)
                 if p.n_dark and (p.dark == "per-energy" or (p.dark == "once" and not dark_done)):
-                    yield from dark_frames(bl.camera, bl.shutter, p.n_dark)
+                    yield from dark_frames(
+                        bl.camera, bl.shutter, p.n_dark, monitor=bl.monitor, guard=guard
+                    )
                     dark_done = True
                 last_energy = energy
-            yield from bps.mv(bl.undulator, pol)
-            yield from _ptychogram(bl, p, index, number)
+            yield from move_or_pause(bl.shutter, bl.undulator, pol)
+            yield from _ptychogram(bl, p, index, number, guard)
         yield from bps.mv(bl.shutter, "close")
 
     yield from configure_camera(bl.camera, p)

@@ -191,8 +191,8 @@ def write_cxi(
 
 def _read_translation(h: h5py.File, n_frames: int) -> np.ndarray:
     for key in (TRANSLATION, "entry_1/data_1/translation"):
-        if key in h:
-            t = np.asarray(h[key][()], dtype=np.float64)
+        if (d := _dataset(h, key)) is not None:
+            t = np.asarray(d[()], dtype=np.float64)
             break
     else:
         raise CXIError(f"missing dataset /{TRANSLATION}")
@@ -208,9 +208,13 @@ def _read_translation(h: h5py.File, n_frames: int) -> np.ndarray:
 
 
 def _scalar(h: h5py.File, key: str) -> float:
-    if key not in h:
+    d = _dataset(h, key)
+    if d is None:
         raise CXIError(f"missing dataset /{key}")
-    return float(np.asarray(h[key][()]).ravel()[0])
+    value = np.asarray(d[()]).ravel()
+    if value.size == 0:
+        raise CXIError(f"dataset /{key} is empty")
+    return float(value[0])
 
 
 def read_cxi(path: str | Path, truth: bool = True) -> Ptychogram:
@@ -227,54 +231,82 @@ def read_cxi(path: str | Path, truth: bool = True) -> Ptychogram:
         If the file is missing, not HDF5, lacks a required dataset, or holds bad values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CXIError(f"{path} is a directory, not a CXI file")
     if not path.is_file():
         raise CXIError(f"no such file: {path}")
     try:
         h = h5py.File(path, "r")
     except OSError as err:
-        raise CXIError(f"{path} is not an HDF5/CXI file ({err})") from None
-    with h:
-        data_key = next((k for k in (DETECTOR + "/data", "entry_1/data_1/data") if k in h), None)
-        if data_key is None:
-            raise CXIError(f"missing dataset /{DETECTOR}/data")
-        frames = h[data_key][()]
-        if frames.ndim == 2:
-            frames = frames[None]
-        positions = _read_translation(h, frames.shape[0])
-        energy_ev = _scalar(h, SOURCE + "/energy") / EV_J
-        distance = _scalar(h, DETECTOR + "/distance")
-        pixel = _scalar(h, DETECTOR + "/x_pixel_size")
-        mask = h[DETECTOR + "/mask"][()].astype(bool) if DETECTOR + "/mask" in h else None
-        dark = h[DETECTOR + "/dark"][()].astype(np.float32) if DETECTOR + "/dark" in h else None
-        cpp_key = DETECTOR + "/counts_per_photon"
-        cpp = _scalar(h, cpp_key) if cpp_key in h else 1.0
-        illum_key = SOURCE + "/illumination"
-        illum = h[illum_key][()].astype(np.complex64) if illum_key in h else None
-        pol_key = SOURCE + "/polarization"
-        pol = h[pol_key][()].decode() if pol_key in h else ""
-        zp = None
-        if ZONE_PLATE in h:
-            zp = {
-                k: _scalar(h, f"{ZONE_PLATE}/{k}") for k in ZONE_PLATE_FIELDS if k in h[ZONE_PLATE]
-            }
-        gt: dict[str, Any] = {}
-        if truth and SIMULATION in h:
-            g = h[SIMULATION]
-            gt.update({k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()})
-            gt.update({k: g[k][()] for k in g})
-    if dark is not None and dark.shape != frames.shape[1:] and dark.ndim == 3:
-        dark = dark.mean(axis=0).astype(np.float32)
-    return Ptychogram(
+        raise CXIError(f"{path} is not an HDF5/CXI file ({_first_line(err)})") from None
+    try:
+        with h:
+            fields = _read_fields(h, truth)
+    except CXIError as err:
+        raise CXIError(f"{path}: {err}") from None
+    except (KeyError, OSError, ValueError, TypeError, IndexError, UnicodeDecodeError) as err:
+        raise CXIError(f"{path}: unreadable CXI content ({_first_line(err)})") from None
+    return _ptychogram(**fields)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _dataset(h: h5py.File, key: str) -> h5py.Dataset | None:
+    """The dataset at ``key``; None when missing, a dangling link or not a dataset."""
+    try:
+        obj = h.get(key)
+    except (KeyError, OSError):
+        return None
+    return obj if isinstance(obj, h5py.Dataset) else None
+
+
+def _optional(h: h5py.File, key: str) -> np.ndarray | None:
+    d = _dataset(h, key)
+    return None if d is None else d[()]
+
+
+def _read_fields(h: h5py.File, truth: bool) -> dict[str, Any]:
+    """Everything :class:`Ptychogram` needs from an open CXI file (raises CXIError)."""
+    found = (_dataset(h, k) for k in (DETECTOR + "/data", "entry_1/data_1/data"))
+    data = next((d for d in found if d is not None), None)
+    if data is None:
+        raise CXIError(f"missing dataset /{DETECTOR}/data")
+    frames = np.asarray(data[()])
+    if frames.ndim == 2:
+        frames = frames[None]
+    mask, dark = _optional(h, DETECTOR + "/mask"), _optional(h, DETECTOR + "/dark")
+    cpp_key = DETECTOR + "/counts_per_photon"
+    illum = _optional(h, SOURCE + "/illumination")
+    pol = _optional(h, SOURCE + "/polarization")
+    zp = None
+    if isinstance(h.get(ZONE_PLATE), h5py.Group):
+        zp = {k: _scalar(h, f"{ZONE_PLATE}/{k}") for k in ZONE_PLATE_FIELDS if k in h[ZONE_PLATE]}
+    gt: dict[str, Any] = {}
+    if truth and isinstance(h.get(SIMULATION), h5py.Group):
+        g = h[SIMULATION]
+        gt.update({k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()})
+        gt.update({k: g[k][()] for k in g})
+    return dict(
         frames=frames,
-        positions_m=positions,
-        energy_ev=energy_ev,
-        distance_m=distance,
-        pixel_m=pixel,
-        mask=mask,
-        dark=dark,
-        counts_per_photon=cpp,
-        illumination=illum,
+        positions_m=_read_translation(h, frames.shape[0]),
+        energy_ev=_scalar(h, SOURCE + "/energy") / EV_J,
+        distance_m=_scalar(h, DETECTOR + "/distance"),
+        pixel_m=_scalar(h, DETECTOR + "/x_pixel_size"),
+        mask=None if mask is None else mask.astype(bool),
+        dark=None if dark is None else dark.astype(np.float32),
+        counts_per_photon=_scalar(h, cpp_key) if _dataset(h, cpp_key) is not None else 1.0,
+        illumination=None if illum is None else illum.astype(np.complex64),
         zone_plate=zp,
-        polarization=pol,
+        polarization=pol.decode() if isinstance(pol, bytes) else str(pol or ""),
         truth=gt,
     )
+
+
+def _ptychogram(**fields: Any) -> Ptychogram:
+    frames, dark = fields["frames"], fields["dark"]
+    if dark is not None and dark.shape != frames.shape[1:] and dark.ndim == 3:
+        fields["dark"] = dark.mean(axis=0).astype(np.float32)
+    return Ptychogram(**fields)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recon.geometry import EV_J
-from recon.scan import raster_positions
+from recon.scan import raster_positions, raster_shape
 
 #: Materials known by name: (chemical formula, density g/cm^3).
 MATERIALS: dict[str, tuple[str, float]] = {
@@ -32,6 +32,77 @@ MATERIALS: dict[str, tuple[str, float]] = {
     "Au": ("Au", 19.3),
     "protein": ("H50C30N9O10S1", 1.35),
 }
+
+#: Most scan points :func:`dose_report` maps (each one stamps its spot on the exposure map).
+MAX_POINTS = 250_000
+#: Most cells of any grid allocated here: the neighbours summed by :func:`weight_factor`
+#: and the exposure map of :func:`dose_report` (which coarsens its pixels to stay below).
+MAX_GRID_CELLS = 40_000_000
+#: float64 arrays alive at once per grid cell or scan point (coordinates, distances, areas).
+_BYTES_PER_CELL = 6 * 8
+
+
+def _size(n_bytes: float) -> str:
+    """``n_bytes`` in the largest binary unit that keeps the number >= 1 (``29.1 TiB``)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_grid(n_cells: int, limit: int, what: str, hint: str) -> None:
+    """Refuse a grid of more than ``limit`` cells before anything is allocated.
+
+    Parameters
+    ----------
+    n_cells : cells (or points) the grid would have
+    limit : the most allowed
+    what : what the grid is, for the message (``"scan points (2001 x 2001)"``)
+    hint : how to make it smaller, for the message
+
+    Raises
+    ------
+    ValueError
+        One line with the number of cells, the memory they would take and the limit.
+    """
+    if n_cells > limit:
+        raise ValueError(
+            f"{n_cells:,} {what} would need about {_size(n_cells * _BYTES_PER_CELL)}, more "
+            f"than the limit of {limit:,}: {hint}"
+        )
+
+
+def check_scan_size(spot_m: float, step_m: float, area_m: float) -> None:
+    """Refuse scans whose raster or neighbour grid is too large to compute (or not finite).
+
+    Raises
+    ------
+    ValueError
+        If spot, step or area is not finite and > 0, the raster has more than
+        :data:`MAX_POINTS` points, or the neighbour grid of :func:`weight_factor` more than
+        :data:`MAX_GRID_CELLS` cells.
+    """
+    if not all(math.isfinite(v) and v > 0 for v in (spot_m, step_m, area_m)):
+        raise ValueError("spot, step and area must be finite and > 0")
+    ny, nx = raster_shape(area_m, step_m)
+    check_grid(
+        ny * nx,
+        MAX_POINTS,
+        f"scan points ({ny:,} x {nx:,}, step {step_m:.3g} m over {area_m:.3g} m)",
+        "increase the step or reduce the area",
+    )
+    _check_neighbours(step_m, spot_m)
+
+
+def _check_neighbours(step_m: float, spot_m: float) -> None:
+    side = 2 * int(math.ceil(spot_m / step_m)) + 1
+    check_grid(
+        side * side,
+        MAX_GRID_CELLS,
+        f"neighbour cells ({side:,} x {side:,}: spot {spot_m:.3g} m / step {step_m:.3g} m)",
+        "increase the step (lower the overlap)",
+    )
 
 
 def lens_area(d: np.ndarray | float, radius: float) -> np.ndarray:
@@ -60,8 +131,9 @@ def weight_factor(step_m: float, spot_m: float) -> float:
     Sums the overlap of one spot with every neighbour within ``2R`` (the spot itself
     excluded) and divides by ``pi R^2``.
     """
-    if step_m <= 0 or spot_m <= 0:
-        raise ValueError("step and spot must be > 0")
+    if not (step_m > 0 and spot_m > 0 and math.isfinite(step_m) and math.isfinite(spot_m)):
+        raise ValueError("step and spot must be finite and > 0")
+    _check_neighbours(step_m, spot_m)
     r = spot_m / 2
     n = int(math.ceil(2 * r / step_m))
     i = np.arange(-n, n + 1)
@@ -184,15 +256,18 @@ def dose_report(
 
     ``dose_gray`` is the dose of a point far from the edges, ``(1 + k)`` single exposures;
     ``dose_gray_max`` uses the most exposed pixel of the map.
+
+    Raises
+    ------
+    ValueError
+        If the scan is too large to map (:func:`check_scan_size`, before any allocation) or
+        the beam parameters are incomplete.
     """
-    if spot_m <= 0 or step_m <= 0 or area_m <= 0:
-        raise ValueError("spot, step and area must be > 0")
+    check_scan_size(spot_m, step_m, area_m)
     positions = raster_positions(area_m, step_m)
-    if len(positions) > 250_000:
-        raise ValueError(f"{len(positions)} scan points is too many (at most 250000)")
     pixel = pixel_m or min(step_m / 5, spot_m / 10)
-    if (area_m / pixel) ** 2 > 4e7:
-        pixel = area_m / math.sqrt(4e7)
+    if (area_m / pixel) ** 2 > MAX_GRID_CELLS:
+        pixel = area_m / math.sqrt(MAX_GRID_CELLS)
     counts = exposure_map(positions, spot_m, area_m, pixel)
     hist = np.bincount(counts.ravel())
     k = weight_factor(step_m, spot_m)

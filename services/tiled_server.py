@@ -5,20 +5,38 @@ When no Tiled server is configured, the project starts its own on 127.0.0.1: cat
 in ``<directory>/tabular.db``, and the camera's HDF5 files readable in place
 (``readable``). For production use a config file such as ``deploy/tiled/config.yml``
 (PostgreSQL catalog, Redis streaming cache) with ``tiled serve config``.
+
+Both SQLite files are put in write-ahead-log mode (``PRAGMA journal_mode=WAL``, which the
+file keeps) before the server starts, and the catalog's connections wait up to
+``CATALOG_BUSY_TIMEOUT_S`` for a write lock. In SQLite's default rollback-journal mode a
+reader waits for (and, past its busy timeout, fails against) every writer: under a
+RunEngine appending rows and frames while the worker and the page read, reads of the event
+table answered ``500 database is locked`` (the tabular database's ADBC connections have no
+busy timeout at all) and the server dropped those connections, so one read could spend its
+client's whole retry budget. Tiled does try to switch the catalog to WAL at
+``catalog init``, but it issues the pragma inside a transaction, where SQLite ignores it.
+In WAL mode readers never wait for writers; only concurrent writers of one file still
+serialize.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+#: How long the catalog's SQLite connections wait for another writer's lock (s).
+CATALOG_BUSY_TIMEOUT_S = 20.0
 
 
 def free_port() -> int:
@@ -31,6 +49,36 @@ def free_port() -> int:
 def _tiled_executable() -> str:
     here = Path(sys.executable).parent / "tiled"
     return str(here) if here.exists() else (shutil.which("tiled") or "tiled")
+
+
+def journal_mode(path: str | Path) -> str:
+    """The SQLite journal mode of the database file ``path`` (``wal``, ``delete``, ...)."""
+    with contextlib.closing(sqlite3.connect(path, timeout=CATALOG_BUSY_TIMEOUT_S)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def use_wal(path: str | Path) -> str:
+    """Put the SQLite database ``path`` (created when missing) in write-ahead-log mode.
+
+    The mode is stored in the file, so every later connection (the server's aiosqlite and
+    ADBC ones included) uses it. Must run outside any transaction, which is why it is done
+    here and not left to ``tiled catalog init``.
+
+    Returns
+    -------
+    The journal mode now in effect (``"wal"``).
+
+    Raises
+    ------
+    RuntimeError
+        If SQLite refuses (the file is on a file system without shared memory, say).
+    """
+    with contextlib.closing(sqlite3.connect(path, timeout=CATALOG_BUSY_TIMEOUT_S)) as db:
+        db.isolation_level = None  # autocommit: the pragma is ignored inside a transaction
+        mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+    if mode != "wal":
+        raise RuntimeError(f"SQLite refused write-ahead-log mode for {path} (mode {mode})")
+    return mode
 
 
 class TiledServer:
@@ -70,6 +118,35 @@ class TiledServer:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def catalog_uri(self) -> str:
+        """SQLAlchemy URI of the embedded catalog database."""
+        return f"sqlite:///{self.directory / 'catalog.db'}"
+
+    def prepare(self) -> None:
+        """Create the directories, initialize the catalog once, and put the catalog and the
+        tabular database in write-ahead-log mode (see the module docstring).
+
+        Raises
+        ------
+        RuntimeError
+            If ``tiled catalog init`` fails or SQLite refuses WAL mode.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "data").mkdir(exist_ok=True)
+        for r in self.readable:
+            r.mkdir(parents=True, exist_ok=True)
+        if self.config:
+            return
+        if not (self.directory / "catalog.db").exists():
+            init = [_tiled_executable(), "catalog", "init", self.catalog_uri]
+            done = subprocess.run(init, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+                raise RuntimeError(f"tiled catalog init failed: {tail[0]}")
+        use_wal(self.directory / "catalog.db")
+        use_wal(self.directory / "tabular.db")
+
     def command(self) -> list[str]:
         """The ``tiled serve`` command line."""
         exe = _tiled_executable()
@@ -89,7 +166,7 @@ class TiledServer:
             exe,
             "serve",
             "catalog",
-            str(d / "catalog.db"),
+            f"{self.catalog_uri}?timeout={CATALOG_BUSY_TIMEOUT_S:g}",
             "-w",
             str(d / "data"),
             "-w",
@@ -100,19 +177,18 @@ class TiledServer:
             str(self.port),
             "--host",
             "127.0.0.1",
+            "--log-timestamps",
         ]
-        if not (d / "catalog.db").exists():
-            cmd.insert(4, "--init")
         for r in self.readable:
             cmd += ["-r", str(r)]
         return cmd
 
     def start(self, timeout: float = 60.0) -> TiledServer:
-        """Start the server and wait until it answers; raise RuntimeError if it does not."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / "data").mkdir(exist_ok=True)
-        for r in self.readable:
-            r.mkdir(parents=True, exist_ok=True)
+        """Start the server and wait until it answers; raise RuntimeError if it does not.
+
+        A stopped server may be started again: same port, same directory, same data.
+        """
+        self.prepare()
         log = open(self.directory / "tiled.log", "ab")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ, TILED_SINGLE_USER_API_KEY=self.api_key)
         self.process = subprocess.Popen(
@@ -151,7 +227,7 @@ class TiledServer:
         if getattr(self, "_log", None):
             self._log.close()
 
-    def client(self):
+    def client(self) -> Any:
         """A tiled client with write access."""
         from tiled.client import from_uri
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from services.errors import fail
+from services.validation import tiled_problem
 
 BANNER = """sptycho beamline console
   RE          RunEngine (documents go to Tiled: {uri})
@@ -31,6 +32,9 @@ def console(
     from plans.parameters import RasterParams, StackParams
     from services.session import open_session
 
+    problem = tiled_uri and tiled_problem(tiled_uri, api_key)
+    if problem:
+        fail(problem)
     try:
         with open_session(prefix, tiled_uri=tiled_uri, api_key=api_key, data_dir=data_dir) as s:
             namespace = {

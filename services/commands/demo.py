@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from services.errors import fail
+from services.validation import finite_list, one_line, port_problem, require_positive
 
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        fail(f"energies must be comma-separated numbers, got {text!r}")
+if TYPE_CHECKING:
+    from services.demo import BeamtimeSettings
 
 
 def demo(
@@ -38,36 +36,15 @@ def demo(
     timeout: float = typer.Option(900.0, help="With --exit-when-done: give up after (s)."),
 ) -> None:
     """Simulated beamline, embedded Tiled, worker and live page: a stack, end to end."""
-    from pydantic import ValidationError
     from tqdm import tqdm
 
-    from plans.parameters import StackParams
     from services.api.control import ScanRequest
-    from services.demo import Beamtime, BeamtimeSettings
-    from services.validation import one_line
+    from services.demo import Beamtime
 
     t0 = time.monotonic()
-    params = {
-        "energies": _floats(energies),
-        "polarizations": [p.strip().upper() for p in polarizations.split(",") if p.strip()],
-        "spot_m": 1e-6,
-        "overlap": 0.85,
-        "area_m": 1.2e-6,
-        "exposure_s": 0.05,
-        "frame_size": frame_size,
-        "n_dark": 10,
-    }
-    try:
-        StackParams(**params)
-    except ValidationError as err:
-        fail(one_line(err))
-    settings = BeamtimeSettings(
-        data_dir=data_dir,
-        host=host,
-        port=port,
-        key=key,
-        worker={"algorithm": algorithm, "refresh_frames": 8, "live_iterations": 10},
-    )
+    require_positive(timeout=timeout)
+    params = _stack_params(energies, polarizations, frame_size)
+    settings = _settings(data_dir, host, port, key, algorithm)
     beamtime = Beamtime(settings)
     try:
         beamtime.start(say=lambda text: typer.echo(text, err=True))
@@ -91,6 +68,57 @@ def demo(
         fail(str(err).splitlines()[0])
     finally:
         beamtime.close()
+
+
+def _stack_params(energies: str, polarizations: str, frame_size: int) -> dict:
+    """The stack the demo scans, validated (one ``error:`` line and exit 2 otherwise)."""
+    from pydantic import ValidationError
+
+    from plans.parameters import StackParams
+
+    params = {
+        "energies": finite_list(energies, "energies"),
+        "polarizations": [p.strip().upper() for p in polarizations.split(",") if p.strip()],
+        "spot_m": 1e-6,
+        "overlap": 0.85,
+        "area_m": 1.2e-6,
+        "exposure_s": 0.05,
+        "frame_size": frame_size,
+        "n_dark": 10,
+    }
+    try:
+        StackParams(**params)
+    except ValidationError as err:
+        fail(one_line(err))
+    return params
+
+
+def _settings(
+    data_dir: Path, host: str, port: int, key: str | None, algorithm: str
+) -> BeamtimeSettings:
+    """The demo's :class:`services.demo.BeamtimeSettings`, every part of them checked the
+    way :meth:`services.demo.Beamtime.start` will use them, before anything starts."""
+    from pydantic import ValidationError
+
+    from services.api.settings import ApiSettings
+    from services.demo import BeamtimeSettings
+    from services.worker.config import load_settings
+
+    worker = {"algorithm": algorithm, "refresh_frames": 8, "live_iterations": 10}
+    try:
+        load_settings(None, **worker)
+    except ValueError as err:
+        fail(str(err).splitlines()[0].replace("Value error, ", ""))
+    try:
+        ApiSettings(tiled_uri=None, key=key, host=host, port=port)
+    except ValidationError as err:
+        fail(one_line(err))
+    problem = port_problem(host, port)
+    if problem:
+        fail(problem)
+    if data_dir.exists() and not data_dir.is_dir():
+        fail(f"--data-dir {data_dir} is not a directory")
+    return BeamtimeSettings(data_dir=data_dir, host=host, port=port, key=key, worker=worker)
 
 
 def _follow(beamtime, tqdm, timeout: float | None) -> str:

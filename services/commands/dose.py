@@ -7,6 +7,10 @@ import json
 import typer
 
 from services.errors import fail
+from services.validation import require_finite, require_positive
+
+#: Photon energies (eV) the attenuation tables (xraydb, Chantler) cover.
+ENERGY_RANGE_EV = (10.0, 900_000.0)
 
 
 def dose(
@@ -25,14 +29,19 @@ def dose(
     """Weight factor k (paper Eqs. 2-5), exposure-count statistics (Fig. 7) and dose (Gy)."""
     from recon.dose import MATERIALS, dose_report
 
+    require_finite(spot=spot, step=step, overlap=overlap, area=area)
+    require_positive(thickness=thickness, flux=flux, exposure=exposure, energy=energy)
     if (step is None) == (overlap is None):
         fail("give exactly one of --step and --overlap")
     if overlap is not None:
         if not 0 <= overlap < 1:
             fail(f"overlap must be in [0, 1), got {overlap}")
         step = spot * (1 - overlap)
-    if spot is None or spot <= 0 or step <= 0 or area <= 0:
+    if spot <= 0 or step <= 0 or area <= 0:
         fail("spot, step and area must be > 0")
+    low, high = ENERGY_RANGE_EV
+    if energy is not None and not low <= energy <= high:
+        fail(f"--energy must be within {low:g}..{high:g} eV, got {energy:g}")
     if material is not None and material not in MATERIALS:
         fail(f"unknown material {material!r}: use one of {', '.join(MATERIALS)}")
     try:

@@ -17,12 +17,16 @@ def import_(
     from recon.cxi import CXIError
     from services.errors import fail
     from services.exports import import_cxi
+    from services.validation import tiled_problem
 
     missing = [str(p) for p in inputs if not p.is_file()]
     if missing:
         fail(f"no such file: {missing[0]}")
     if polarization.upper() not in ("LH", "LV", "CL", "CR"):
         fail(f"polarization must be LH, LV, CL or CR, got {polarization!r}")
+    problem = tiled_problem(tiled, api_key)
+    if problem:
+        fail(problem)
     try:
         from bluesky_tiled_plugins import TiledWriter
         from tiled.client import from_uri

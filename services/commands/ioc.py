@@ -7,6 +7,7 @@ import re
 import typer
 
 from services.errors import fail
+from services.validation import require_finite
 
 POLARIZATIONS = ("LH", "LV", "CL", "CR")
 
@@ -30,6 +31,7 @@ def ioc(
     """
     from simulators.samples import SAMPLES
 
+    require_finite(energy=energy, flux=flux, area=area, distance=distance, pol_time=pol_time)
     if not re.fullmatch(r"[A-Za-z0-9_:\-.]+", prefix):
         fail(f"prefix {prefix!r} may contain only letters, digits and _ : - .")
     if sample not in SAMPLES:

@@ -1,10 +1,19 @@
-"""``sptycho recon``: reconstruct a CXI ptychogram into a result file (HDF5)."""
+"""``sptycho recon``: reconstruct a CXI ptychogram into a result file (HDF5).
+
+The output is written next to its final place and renamed onto it once complete, so an
+interrupted or failed run never leaves half a file; an existing output is replaced only
+with ``--overwrite``, and never when it is the input itself.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
+
+from services.errors import fail
+from services.validation import require_finite
 
 
 def recon(
@@ -17,32 +26,24 @@ def recon(
     backend: str = typer.Option("auto", help="auto, numpy or cupy."),
     frame_size: int = typer.Option(0, help="Crop frames to this size around the centre."),
     binning: int = typer.Option(1, help="Bin frames by this factor after cropping."),
-    threshold: float = typer.Option(0.5, help="Photons below this are set to 0."),
+    threshold: float = typer.Option(0.5, help="Photons below this (>= 0) are set to 0."),
     refine_positions: bool = typer.Option(False, help="Refine the scan positions (AP)."),
     background: bool = typer.Option(False, help="Refine an incoherent background."),
-    seed: int = typer.Option(0, help="Seed of the initial extra probe modes."),
+    seed: int = typer.Option(0, help="Seed of the initial extra probe modes (>= 0)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace OUTPUT if it exists (never the input file)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Reconstruct object and probe from a ptychogram and write them to OUTPUT."""
     from tqdm import tqdm
 
-    from recon.algorithms import EngineOptions, parse_algorithm
+    from recon.algorithms import EngineOptions
     from recon.cxi import CXIError, read_cxi
-    from recon.reconstruction import Reconstruction, write_result
-    from services.errors import fail
+    from recon.reconstruction import Reconstruction
 
-    try:
-        parse_algorithm(algorithm)
-    except ValueError as err:
-        fail(str(err))
-    if not 1 <= probe_modes <= 10:
-        fail(f"probe modes must be in 1..10, got {probe_modes}")
-    if backend.lower() not in ("auto", "numpy", "cupy"):
-        fail(f"unknown backend {backend!r}: use auto, numpy or cupy")
-    if frame_size < 0 or binning < 1:
-        fail("frame size must be >= 0 and binning >= 1")
-    if not input.exists():
-        fail(f"no such file: {input}")
+    _check_options(algorithm, probe_modes, backend, frame_size, binning, threshold, seed)
+    _check_paths(input, output, overwrite)
     try:
         data = read_cxi(input)
         rec = Reconstruction(
@@ -77,16 +78,78 @@ def recon(
         result = rec.run(callback=tick)
     for msg in result.messages:
         typer.echo(f"note: {msg}", err=True)
-    try:
-        write_result(output, result)
-    except OSError as err:
-        fail(f"cannot write {output}: {err}")
+    _write(output, result, overwrite)
     if not quiet:
         typer.echo(
             f"{output}: {result.iterations} iterations in {result.seconds:.1f} s "
             f"({result.backend}), final llk {result.llk[-1]:.4g}, "
             f"pixel {result.pixel_size_m * 1e9:.2f} nm"
         )
+
+
+def _check_options(
+    algorithm: str,
+    probe_modes: int,
+    backend: str,
+    frame_size: int,
+    binning: int,
+    threshold: float,
+    seed: int,
+) -> None:
+    """Refuse bad reconstruction options before any file is read."""
+    from recon.algorithms import parse_algorithm
+
+    try:
+        parse_algorithm(algorithm)
+    except ValueError as err:
+        fail(str(err))
+    if not 1 <= probe_modes <= 10:
+        fail(f"probe modes must be in 1..10, got {probe_modes}")
+    if backend.lower() not in ("auto", "numpy", "cupy"):
+        fail(f"unknown backend {backend!r}: use auto, numpy or cupy")
+    if frame_size < 0 or binning < 1:
+        fail("frame size must be >= 0 and binning >= 1")
+    require_finite(threshold=threshold)
+    if threshold < 0:
+        fail(f"--threshold must be >= 0 photons, got {threshold:g}")
+    if seed < 0:
+        fail(f"--seed must be >= 0, got {seed}")
+
+
+def _check_paths(input: Path, output: Path, overwrite: bool) -> None:
+    """Refuse a missing input, an output that is the input, and (without ``overwrite``) an
+    existing output."""
+    if not input.exists():
+        fail(f"no such file: {input}")
+    if input.is_dir():
+        fail(f"{input} is a directory, not a CXI file")
+    if not input.is_file():
+        fail(f"{input} is not a regular file")
+    if output.is_dir():
+        fail(f"output {output} is a directory: give a file name")
+    same = output.resolve() == input.resolve()
+    if not same and output.exists():
+        same = os.path.samefile(input, output)  # a hard link, or a path resolve() misses
+    if same:
+        fail(f"output {output} is the input file {input}: choose another output")
+    if (output.exists() or output.is_symlink()) and not overwrite:
+        fail(f"output {output} exists: pass --overwrite to replace it")
+
+
+def _write(output: Path, result: object, overwrite: bool) -> None:
+    """Write the result to a temporary file beside ``output``, then rename it onto ``output``."""
+    from recon.reconstruction import write_result
+
+    part = output.with_name(f".{output.name}.{os.getpid()}.part")
+    try:
+        write_result(part, result)
+        if (output.exists() or output.is_symlink()) and not overwrite:
+            fail(f"output {output} appeared during the reconstruction: pass --overwrite")
+        os.replace(part, output)
+    except OSError as err:
+        fail(f"cannot write {output}: {str(err).splitlines()[0]}")
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def register(app: typer.Typer) -> None:

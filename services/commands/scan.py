@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import typer
 from pydantic import ValidationError
 
 from services.errors import fail
-from services.validation import one_line
+from services.validation import finite_list, one_line, require_finite
 
 scan_app = typer.Typer(help="Run defocused ptychography plans (recorded live in Tiled).")
 
@@ -21,16 +23,35 @@ COMMON = dict(
 
 
 def _floats(text: str, what: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        fail(f"{what} must be comma-separated numbers, got {text!r}")
+    """Comma-separated finite numbers of option ``what`` (one ``error:`` line otherwise)."""
+    return finite_list(text, what)
+
+
+def _resume_or_abort(RE, notice: str | None) -> list:
+    """A plan paused on a fault: ask the user to fix it, then resume; EOF or 'abort' aborts."""
+    from bluesky.utils import RunEngineInterrupted
+
+    while True:
+        typer.echo(f"{notice or 'paused'}", err=True)
+        try:
+            answer = input("fix it, then press Enter to resume (or type 'abort'): ")
+        except EOFError:
+            answer = "abort"
+        if answer.strip().lower() == "abort":
+            RE.abort(notice or "aborted from the console")
+            fail(f"scan aborted ({notice or 'paused'}); shutter closed, data so far kept", 1)
+        try:
+            return RE.resume()
+        except RunEngineInterrupted:
+            notice = RE.notices.current if getattr(RE, "notices", None) else None
 
 
 def _run(plan_factory, params, prefix, tiled_uri, api_key, data_dir) -> None:
     from bluesky.utils import RunEngineInterrupted
     from tqdm import tqdm
 
+    from plans.guards import BeamLostError
+    from services.console_log import setup_console_logging
     from services.session import open_session
 
     bar = None
@@ -45,24 +66,41 @@ def _run(plan_factory, params, prefix, tiled_uri, api_key, data_dir) -> None:
         if bar is not None:
             bar.close()
 
+    def echo(line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
+
+    log_path = setup_console_logging(Path(data_dir) / "logs")
+
     try:
         with open_session(
-            prefix, tiled_uri=tiled_uri, api_key=api_key, data_dir=data_dir, progress=progress
+            prefix,
+            tiled_uri=tiled_uri,
+            api_key=api_key,
+            data_dir=data_dir,
+            progress=progress,
+            echo=echo,
         ) as s:
             try:
-                (uid,) = s.RE(plan_factory(s.beamline, params))
+                uids = s.RE(plan_factory(s.beamline, params, guard=s.RE.guard))
             except RunEngineInterrupted:
-                s.RE.abort("interrupted from the console")
-                close_bar()
-                fail("scan interrupted: aborted, shutter closed, data so far kept in Tiled", 1)
+                notice = s.RE.notices.current
+                if notice and notice.startswith("paused:"):
+                    uids = _resume_or_abort(s.RE, notice)
+                else:
+                    s.RE.abort("interrupted from the console")
+                    close_bar()
+                    fail("scan interrupted: aborted, shutter closed, data so far kept", 1)
             close_bar()
-            typer.echo(f"run {uid} in {s.tiled_uri}")
-    except TimeoutError as err:
-        close_bar()
-        fail(str(err))
-    except RuntimeError as err:
+            for uid in uids or []:
+                typer.echo(f"run {uid} in {s.tiled_uri}")
+    except (TimeoutError, ValueError) as err:  # TiledUnusable, bad SPTYCHO_BEAM_* values
         close_bar()
         fail(str(err).splitlines()[0])
+    except (BeamLostError, RuntimeError) as err:
+        close_bar()
+        logging.getLogger("sptycho.scan").info("scan failed", exc_info=err)
+        line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        fail(f"{line} (log: {log_path})", 1)
 
 
 @scan_app.command("raster")
@@ -85,6 +123,7 @@ def raster(
     from plans.parameters import RasterParams
     from plans.ptycho import defocused_raster
 
+    require_finite(energy=energy, spot=spot, overlap=overlap, area=area, exposure=exposure)
     try:
         params = RasterParams(
             energy_ev=energy,
@@ -127,6 +166,7 @@ def stack(
     from plans.parameters import StackParams
     from plans.ptycho import spectro_stack
 
+    require_finite(spot=spot, overlap=overlap, area=area, exposure=exposure)
     try:
         params = StackParams(
             energies=_floats(energies, "energies"),

@@ -33,6 +33,7 @@ def serve(
     import logging
 
     from services.errors import fail
+    from services.validation import tiled_problem
     from services.worker.config import load_settings
     from services.worker.service import Worker
 
@@ -47,7 +48,11 @@ def serve(
             redo=redo or None,
         )
     except ValueError as err:
-        fail(str(err).splitlines()[0])
+        fail(str(err).splitlines()[0].replace("Value error, ", ""))
+    if settings.tiled_uri:
+        problem = tiled_problem(settings.tiled_uri, settings.tiled_api_key)
+        if problem:
+            fail(problem)
     server = None
     if not settings.tiled_uri:
         from services.tiled_server import TiledServer

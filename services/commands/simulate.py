@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from services.errors import fail
-from services.validation import one_line
+from services.validation import one_line, require_finite
 
 
 def simulate(
@@ -39,6 +39,16 @@ def simulate(
     from recon.cxi import write_cxi
     from simulators.dataset import simulate_ptychogram
 
+    require_finite(
+        energy=energy,
+        spot=spot,
+        overlap=overlap,
+        area=area,
+        exposure=exposure,
+        distance=distance,
+        flux=flux,
+        jitter=jitter,
+    )
     kwargs = dict(
         sample=sample,
         energy_ev=energy,

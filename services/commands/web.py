@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from services.errors import fail
+from services.validation import port_problem, tiled_problem
 
 
 def web(
@@ -43,6 +44,9 @@ def web(
         )
     except ValidationError as err:
         fail(one_line(err))
+    problem = port_problem(host, port) or tiled_problem(tiled_uri, tiled_api_key)
+    if problem:
+        fail(problem)
     with contextlib.ExitStack() as stack:
         controller = None
         if beamline:

@@ -13,8 +13,9 @@ Settings come from environment variables (``EnvironmentFile=`` of the systemd un
     ``deploy/tiled/config.yml``).
 ``SPTYCHO_CONNECT_TIMEOUT``
     Seconds to wait for every beamline PV to connect (default 10).
-``SPTYCHO_TILED_BATCH_SIZE``
-    Events the Tiled writer groups into one write (default 10).
+
+Documents are kept in ``<data dir>/journal`` and delivered to Tiled by a thread of their
+own (:mod:`services.delivery`); the beam suspenders are installed (:mod:`services.acquisition`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ class QueueSettings(BaseSettings):
     tiled_api_key : its API key
     data_dir : the camera's HDF5 files go to ``data_dir / "frames"``
     connect_timeout : seconds to wait for the beamline PVs
-    tiled_batch_size : events per Tiled write
     """
 
     model_config = SettingsConfigDict(env_prefix="SPTYCHO_", extra="ignore")
@@ -47,7 +47,6 @@ class QueueSettings(BaseSettings):
     tiled_api_key: str | None = None
     data_dir: Path = Path("sptycho-data")
     connect_timeout: float = Field(10.0, gt=0, le=600)
-    tiled_batch_size: int = Field(10, ge=1, le=1000)
 
     @property
     def frames_dir(self) -> Path:
@@ -117,6 +116,7 @@ def build_namespace(settings: QueueSettings | None = None) -> dict[str, Any]:
 
     from devices.beamline import make_beamline
     from services.acquisition import make_run_engine
+    from services.delivery import DocumentJournal, TiledDelivery
     from services.queue.plans import make_queue_plans
 
     s = settings if settings is not None else load_queue_settings()
@@ -124,8 +124,11 @@ def build_namespace(settings: QueueSettings | None = None) -> dict[str, Any]:
     frames.mkdir(parents=True, exist_ok=True)
     client = from_uri(s.tiled_uri, api_key=s.tiled_api_key)
     bl = make_beamline(s.prefix, data_dir=str(frames), timeout=s.connect_timeout)
+    journal = DocumentJournal(frames.parent / "journal")
+    delivery = TiledDelivery(lambda: from_uri(s.tiled_uri, api_key=s.tiled_api_key), journal)
+    delivery.deliver_pending()
     # default context managers: the queue server runs plans in its worker's main thread
-    RE = make_run_engine(client, progress=ConsoleProgress(), batch_size=s.tiled_batch_size)
+    RE = make_run_engine(delivery=delivery, beamline=bl, progress=ConsoleProgress())
     RE.md["beamline_prefix"] = s.prefix
     devices = {f.name: getattr(bl, f.name) for f in dataclasses.fields(bl)}
     return {

@@ -45,6 +45,19 @@ class WorkerSettings(BaseSettings):
         local cluster (one worker per GPU with dask-cuda when installed)
     max_concurrent : ptychograms reconstructed at the same time (memory bound)
     redo : reconstruct again ptychograms whose status is already ``done`` (once each)
+    i0_column : primary-stream column of the incident flux recorded with each frame
+        (``beam_i0``: the beam monitor ``beam``'s ``i0``); a run without it is not checked
+    min_i0_fraction : frames whose I0 is below this fraction of the ptychogram's median I0
+        (of its frames seen so far with I0 > 0) are left out of the reconstruction, whatever
+        the plan did; with this or ``min_i0`` above 0, frames with I0 <= 0 or not finite are
+        left out too. 0 with ``min_i0`` 0 turns the check off
+    min_i0 : absolute I0 floor in the monitor's units (photons/s); frames below it are left
+        out. The threshold is the larger of the two
+    tiled_timeout_s : read and write timeout of every request to Tiled (connecting: 5 s)
+    tiled_retry_max_s : longest wait between tries while Tiled is unreachable (the waits
+        double from ``poll_interval_s``)
+    tiled_outage_s : a task waits this long for an unreachable Tiled before it gives up
+        (its ptychogram is started again once Tiled is back)
     """
 
     model_config = SettingsConfigDict(env_prefix="SPTYCHO_", extra="forbid")
@@ -68,6 +81,12 @@ class WorkerSettings(BaseSettings):
     dask_scheduler: str | None = None
     max_concurrent: int = Field(1, ge=1, le=256)
     redo: bool = False
+    i0_column: str = Field("beam_i0", min_length=1)
+    min_i0_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    min_i0: float = Field(0.0, ge=0.0)
+    tiled_timeout_s: float = Field(30.0, gt=0, le=600)
+    tiled_retry_max_s: float = Field(30.0, gt=0, le=600)
+    tiled_outage_s: float = Field(600.0, gt=0)
 
     @field_validator("algorithm", "live_algorithm")
     @classmethod

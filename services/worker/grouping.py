@@ -1,4 +1,5 @@
-"""Pure functions of the worker: events to ptychograms, dark selection, bad frames, optics.
+"""Pure functions of the worker: events to ptychograms, dark selection, bad frames, frames
+without beam, optics.
 
 Nothing here talks to Tiled, so all of it is tested with plain arrays.
 """
@@ -28,6 +29,8 @@ class PtychogramRows:
     energy_ev : mean energy readback of the rows (eV)
     polarization : polarization readback of the first row
     first_time : time stamp of the first row (s since the epoch)
+    i0 : (M,) float64 incident flux recorded with each row, or None when the stream has no
+        I0 column
     """
 
     index: int
@@ -36,9 +39,10 @@ class PtychogramRows:
     energy_ev: float
     polarization: str
     first_time: float
+    i0: np.ndarray | None = None
 
 
-def group_ptychograms(table: dict[str, Any]) -> dict[int, PtychogramRows]:
+def group_ptychograms(table: dict[str, Any], i0_key: str = "beam_i0") -> dict[int, PtychogramRows]:
     """Group primary-stream events by their ``ptychogram`` index.
 
     Parameters
@@ -46,7 +50,9 @@ def group_ptychograms(table: dict[str, Any]) -> dict[int, PtychogramRows]:
     table : columns of the primary stream, each a 1-D sequence of the same length:
         ``ptychogram`` (int), ``sample_fx`` and ``sample_fy`` (fine stage readbacks in um,
         the probe position on the sample, x along columns, y along rows),
-        ``optics_energy`` (eV), ``polarization_readback`` (str) and ``time`` (s)
+        ``optics_energy`` (eV), ``polarization_readback`` (str) and ``time`` (s), and
+        optionally ``i0_key`` (incident flux)
+    i0_key : the incident-flux column (absent: the groups' ``i0`` is None)
 
     Returns
     -------
@@ -58,6 +64,7 @@ def group_ptychograms(table: dict[str, Any]) -> dict[int, PtychogramRows]:
     energy = np.asarray(table["optics_energy"], dtype=np.float64)
     pol = np.asarray(table.get("polarization_readback", [""] * len(index)))
     times = np.asarray(table.get("time", np.zeros(len(index))), dtype=np.float64)
+    i0 = np.asarray(table[i0_key], dtype=np.float64) if i0_key in table else None
     out: dict[int, PtychogramRows] = {}
     for k in np.unique(index):
         rows = np.nonzero(index == k)[0]
@@ -68,8 +75,62 @@ def group_ptychograms(table: dict[str, Any]) -> dict[int, PtychogramRows]:
             energy_ev=float(np.mean(energy[rows])),
             polarization=str(pol[rows[0]]) if len(pol) else "",
             first_time=float(times[rows[0]]),
+            i0=None if i0 is None else i0[rows],
         )
     return out
+
+
+@dataclass
+class I0Check:
+    """Which frames had too little beam to be data.
+
+    Attributes
+    ----------
+    low : (M,) bool frames to leave out
+    threshold : I0 below which a frame is left out (in the monitor's units)
+    median : median I0 of the frames with I0 > 0 (0 when there is none)
+    """
+
+    low: np.ndarray
+    threshold: float
+    median: float
+
+
+def low_i0_frames(
+    i0: np.ndarray, fraction: float = 0.5, minimum: float = 0.0, reference: np.ndarray | None = None
+) -> I0Check:
+    """Frames whose incident flux is too low: below ``fraction`` x the median I0, or below
+    ``minimum``; with either threshold above 0, I0 <= 0 or not finite too (no beam at all).
+
+    Parameters
+    ----------
+    i0 : (M,) I0 of the frames to judge
+    fraction : relative threshold (0: none)
+    minimum : absolute threshold (0: none)
+    reference : (K,) I0 values the median is taken over (default: ``i0``); only values
+        > 0 count, so a beam dump lasting a third of a ptychogram does not lower it
+
+    Returns
+    -------
+    I0Check; nothing is low when both thresholds are 0
+
+    Examples
+    --------
+    >>> low_i0_frames(np.array([1e8, 0.0, 1.1e8, 3e7])).low.tolist()
+    [False, True, False, True]
+    """
+    values = np.asarray(i0, dtype=np.float64)
+    ref = values if reference is None else np.asarray(reference, dtype=np.float64)
+    positive = ref[np.isfinite(ref) & (ref > 0)]
+    median = float(np.median(positive)) if positive.size else 0.0
+    threshold = max(fraction * median, minimum)
+    if fraction <= 0 and minimum <= 0:
+        return I0Check(np.zeros(values.shape, bool), 0.0, median)
+    finite = np.isfinite(values)
+    low = (
+        ~finite | (np.where(finite, values, 0.0) <= 0) | (np.where(finite, values, 0.0) < threshold)
+    )
+    return I0Check(low, threshold, median)
 
 
 def select_dark_series(
@@ -130,7 +191,11 @@ class FrameCheck:
 
 
 def check_frames(
-    frames: np.ndarray, saturation: float | None, first_row: int = 0, index: int = 0
+    frames: np.ndarray,
+    saturation: float | None,
+    first_row: int = 0,
+    index: int = 0,
+    rows: np.ndarray | None = None,
 ) -> FrameCheck:
     """Flag NaN, infinite and saturated pixels (masked, never fatal).
 
@@ -140,6 +205,8 @@ def check_frames(
     saturation : counts at or above which a pixel is saturated (None: no check)
     first_row : primary-stream row of the first frame (for the messages)
     index : ptychogram number (for the messages)
+    rows : (M,) primary-stream rows of the frames when they are not consecutive from
+        ``first_row`` (for the messages)
 
     Returns
     -------
@@ -154,19 +221,20 @@ def check_frames(
     out[nan | sat] = np.nan
     nan_frames = np.nonzero(nan.reshape(len(out), -1).any(axis=1))[0]
     sat_frames = np.nonzero(sat.reshape(len(out), -1).any(axis=1))[0]
+    row_of = np.arange(len(out)) + first_row if rows is None else np.asarray(rows, np.int64)
     messages = []
     if nan_frames.size:
-        rows = ", ".join(str(first_row + i) for i in nan_frames[:5])
+        listed = ", ".join(str(int(row_of[i])) for i in nan_frames[:5])
         messages.append(
             f"ptychogram {index}: {nan_frames.size} frame(s) with NaN/inf pixels "
-            f"(rows {rows}{'...' if nan_frames.size > 5 else ''}): "
+            f"(rows {listed}{'...' if nan_frames.size > 5 else ''}): "
             f"{int(nan.any(axis=0).sum())} pixel(s) masked"
         )
     if sat_frames.size:
-        rows = ", ".join(str(first_row + i) for i in sat_frames[:5])
+        listed = ", ".join(str(int(row_of[i])) for i in sat_frames[:5])
         messages.append(
             f"ptychogram {index}: {sat_frames.size} frame(s) with saturated pixels "
-            f"(rows {rows}{'...' if sat_frames.size > 5 else ''}): "
+            f"(rows {listed}{'...' if sat_frames.size > 5 else ''}): "
             f"{int(sat.any(axis=0).sum())} pixel(s) masked"
         )
     return FrameCheck(

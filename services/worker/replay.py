@@ -52,6 +52,7 @@ def replay(
     frame_delay_s: float = 0.0,
     on_frame: Callable[[int, int], None] | None = None,
     stop: bool = True,
+    i0: list[np.ndarray] | None = None,
 ) -> str:
     """Emit one run holding ``ptychograms`` (one after the other, one event per frame).
 
@@ -64,6 +65,8 @@ def replay(
     frame_delay_s : sleep between frames (to mimic a camera)
     on_frame : called as ``on_frame(ptychogram, point)`` after each frame's event
     stop : emit the stop document at the end
+    i0 : one (n_frames,) array per ptychogram: the incident flux of each frame, recorded
+        as ``beam_i0`` (the beam monitor's column); None: no I0 column
 
     Returns
     -------
@@ -95,18 +98,22 @@ def replay(
             callback("event", event)
     number = {"dtype": "number", "shape": [], "source": "replay"}
     integer = {"dtype": "integer", "shape": [], "source": "replay"}
-    primary = bundle.compose_descriptor(
-        name="primary",
-        data_keys={
-            "camera_image": dict(image_key),
-            "sample_fx": dict(number),
-            "sample_fy": dict(number),
-            "optics_energy": dict(number),
-            "polarization_readback": {"dtype": "string", "shape": [], "source": "replay"},
-            "ptychogram": dict(integer),
-            "point": dict(integer),
-        },
-    )
+    data_keys = {
+        "camera_image": dict(image_key),
+        "sample_fx": dict(number),
+        "sample_fy": dict(number),
+        "optics_energy": dict(number),
+        "polarization_readback": {"dtype": "string", "shape": [], "source": "replay"},
+        "ptychogram": dict(integer),
+        "point": dict(integer),
+    }
+    if i0 is not None:
+        if len(i0) != len(ptychograms) or any(
+            len(v) != q.n_frames for v, q in zip(i0, ptychograms, strict=True)
+        ):
+            raise ValueError("i0: one value per frame of every ptychogram")
+        data_keys["beam_i0"] = dict(number)
+    primary = bundle.compose_descriptor(name="primary", data_keys=data_keys)
     callback("descriptor", primary.descriptor_doc)
     for k, p in enumerate(ptychograms):
         for i in range(p.n_frames):
@@ -120,6 +127,8 @@ def replay(
                 "ptychogram": k,
                 "point": i,
             }
+            if i0 is not None:
+                data["beam_i0"] = float(i0[k][i])
             now = time.time()
             event = primary.compose_event(data=data, timestamps={key: now for key in data})
             callback("event", event)

@@ -8,6 +8,10 @@ ptychogram is started when it has frames, no task is on it, and its result is no
 ptychogram it was on (status ``running``) starts again, finished ones are never redone
 unless ``redo`` is set. Runs seen finished (stopped, every ptychogram done) are remembered
 and skipped.
+
+When Tiled does not answer (a restart, a network cut), :meth:`Worker.run_forever` logs one
+line, polls again with growing waits (up to ``tiled_retry_max_s``) and logs one more line
+when Tiled is back; running tasks wait the same way (:mod:`services.worker.task`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from services.worker.config import WorkerSettings
 from services.worker.executor import make_executor
 from services.worker.stack_analysis import analyze_run_safely
 from services.worker.task import TaskOutcome, reconstruct_ptychogram
-from services.worker.tiled_io import ResultStore, RunReader, connect
+from services.worker.tiled_io import Backoff, ResultStore, RunReader, connect
 
 log = logging.getLogger("sptycho.worker")
 
@@ -91,7 +95,7 @@ class Worker:
         if not settings.tiled_uri:
             raise ValueError("no Tiled server: set tiled_uri (SPTYCHO_TILED_URI)")
         if client is None:
-            client = connect(settings.tiled_uri, settings.tiled_api_key)
+            client = connect(settings.tiled_uri, settings.tiled_api_key, settings.tiled_timeout_s)
         self.settings = settings
         self.client = client
         self.executor = make_executor(settings, processes=processes)
@@ -143,11 +147,12 @@ class Worker:
                 outcome = TaskOutcome(key[0], key[1], "failed", messages=[str(err)])
             self.outcomes.append(outcome)
             log.info(
-                "run %s ptychogram %d: %s (%d frames, %.1f s)",
+                "run %s ptychogram %d: %s (%d frames, %d left out for low I0, %.1f s)",
                 outcome.uid[:8],
                 outcome.index,
                 outcome.status,
                 outcome.frames_used,
+                outcome.frames_rejected,
                 outcome.seconds,
             )
             if self.on_outcome is not None:
@@ -187,14 +192,23 @@ class Worker:
 
     # ---------------------------------------------------------------- lifetime
     def run_forever(self, until: Callable[[], bool] | None = None) -> None:
-        """Poll until :meth:`stop` (or Ctrl-C, or ``until()`` returning True)."""
+        """Poll until :meth:`stop` (or Ctrl-C, or ``until()`` returning True).
+
+        A failing poll (Tiled unreachable, or anything else) never ends the loop: it is
+        logged once per streak of failures and tried again after a wait that doubles from
+        ``poll_interval_s`` to ``tiled_retry_max_s``.
+        """
+        s = self.settings
+        backoff = Backoff("worker", s.poll_interval_s, s.tiled_retry_max_s)
         try:
             while not self._stop.is_set() and not (until and until()):
+                wait = s.poll_interval_s
                 try:
                     self.poll_once()
-                except Exception as err:  # noqa: BLE001 - Tiled hiccup: try again
-                    log.warning("poll failed: %s", str(err).splitlines()[0] if str(err) else err)
-                self._stop.wait(self.settings.poll_interval_s)
+                    backoff.succeeded()
+                except Exception as err:  # noqa: BLE001 - Tiled away or hiccup: try again
+                    wait = backoff.failed(err)
+                self._stop.wait(wait)
         finally:
             self.close()
 

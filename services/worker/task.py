@@ -8,6 +8,12 @@ starts a reconstruction, every ``refresh_frames`` new frames it adds them
 writes the partial result with ``status: running``; when all ``points_per_ptychogram``
 frames are in (or the run stopped short) it runs the whole algorithm chain on all frames,
 warm-started from the live result, and writes the final result with ``status: done``.
+
+Frames recorded without beam (I0 below the worker's thresholds, see
+:func:`services.worker.grouping.low_i0_frames`) are left out; their count is written as
+``frames_rejected_low_i0``. While Tiled is unreachable (a restart) the task waits with
+backoff (:class:`services.worker.tiled_io.Backoff`) and goes on where it was; only an
+outage longer than ``tiled_outage_s`` fails it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,11 +33,18 @@ from services.worker.grouping import (
     check_frames,
     counts_per_photon_for,
     group_ptychograms,
+    low_i0_frames,
     saturation_counts,
     select_dark_series,
     zone_plate_for,
 )
-from services.worker.tiled_io import ResultStore, RunReader, connect
+from services.worker.tiled_io import Backoff, ResultStore, RunReader, connect, is_transient
+
+T = TypeVar("T")
+
+
+class TaskStopped(Exception):
+    """The worker asked the task to stop while it waited for Tiled."""
 
 
 @dataclass
@@ -42,6 +56,7 @@ class TaskOutcome:
     uid, index : run and ptychogram
     status : ``done``, ``failed`` or ``stopped`` (the worker is shutting down)
     frames_used : frames in the final (or last) reconstruction
+    frames_rejected : frames left out for too little beam (low I0)
     refreshes : live results written before the final one
     seconds : wall time of the task
     latency_s : from noticing the last frame to the final result in Tiled
@@ -56,6 +71,7 @@ class TaskOutcome:
     seconds: float = 0.0
     latency_s: float | None = None
     messages: list[str] = field(default_factory=list)
+    frames_rejected: int = 0
 
 
 def result_arrays(rec: Reconstruction) -> dict[str, np.ndarray]:
@@ -89,6 +105,10 @@ class PtychogramTask:
         self.total = int(g.get("points_per_ptychogram") or 0)
         self.rec: Reconstruction | None = None
         self.used = 0
+        self.seen = 0
+        self.rejected_rows: list[int] = []
+        self.i0_threshold: float | None = None
+        self.i0_median: float | None = None
         self.messages: list[str] = []
         self.dark: np.ndarray | None = None
         self.refreshes = 0
@@ -133,13 +153,25 @@ class PtychogramTask:
             threshold=s.threshold,
         )
 
+    def _judge_i0(self, group: Any) -> np.ndarray:
+        """(K,) bool: which of the group's rows from ``seen`` on have enough beam."""
+        new = len(group.rows) - self.seen
+        if group.i0 is None:
+            return np.ones(new, bool)
+        s = self.settings
+        check = low_i0_frames(group.i0[self.seen :], s.min_i0_fraction, s.min_i0, group.i0)
+        self.i0_threshold, self.i0_median = check.threshold, check.median
+        return ~check.low
+
     def poll(self, stopped: bool = False) -> tuple[int, bool]:
-        """Take in the frames that arrived; returns (new frames, ptychogram complete).
+        """Take in the frames that arrived; returns (new frames used, ptychogram complete).
 
         Before the first reconstruction ``min_frames`` are awaited, unless the run stopped.
+        Frames with too little beam are left out. Every read comes before any change of
+        state, so a poll that fails on Tiled may simply be done again.
         """
-        table = self.reader.table()
-        groups = group_ptychograms(table)
+        table = self.reader.table(optional=(self.settings.i0_column,))
+        groups = group_ptychograms(table, self.settings.i0_column)
         group = groups.get(self.index)
         if group is None:
             return 0, False
@@ -149,20 +181,27 @@ class PtychogramTask:
                 "polarization": group.polarization,
                 "frames_total": self.total,
             }
-        rows = group.rows[self.used :]
         complete = self.total > 0 and len(group.rows) >= self.total
         have = len(group.rows)
         wanted = 1 if stopped else min(self.settings.min_frames, self.total or have)
-        if self.rec is None and have < wanted:
+        if (self.rec is None and have < wanted) or have == self.seen:
             return 0, complete
-        if rows.size == 0:
+        keep = self._judge_i0(group)
+        rows = group.rows[self.seen :][keep]
+        positions = group.positions_m[self.seen :][keep]
+        rejected = group.rows[self.seen :][~keep]
+        dark = self.dark
+        if rows.size and self.rec is None and dark is None:
+            dark = self._dark_for(group.first_time, np.asarray(table["time"]))
+        raw = self.reader.frames(rows) if rows.size else None
+        # state changes from here on
+        self.seen = have
+        self.rejected_rows += [int(r) for r in rejected]
+        if raw is None:
             return 0, complete
-        if self.rec is None:
-            self.dark = self._dark_for(group.first_time, np.asarray(table["time"]))
-        raw = self.reader.frames(rows)
-        check = check_frames(raw, self.saturation, first_row=int(rows[0]), index=self.index)
+        self.dark = dark
+        check = check_frames(raw, self.saturation, index=self.index, rows=rows)
         self.messages += check.messages
-        positions = group.positions_m[self.used :]
         if self.rec is None:
             self._first(check.frames, check.bad, positions)
         else:
@@ -170,15 +209,32 @@ class PtychogramTask:
         self.used += len(rows)
         return len(rows), complete
 
+    def i0_message(self) -> str | None:
+        """One line about the frames left out for low I0 (None when there were none)."""
+        n = len(self.rejected_rows)
+        if not n:
+            return None
+        listed = ", ".join(str(r) for r in self.rejected_rows[:5]) + ("..." if n > 5 else "")
+        rule = f"{self.settings.min_i0_fraction:g} x median {self.i0_median or 0.0:.3g}"
+        if self.settings.min_i0 > 0:
+            rule += f", floor {self.settings.min_i0:.3g}"
+        return (
+            f"ptychogram {self.index}: {n} frame(s) left out for low I0 "
+            f"(below {self.i0_threshold or 0.0:.3g}: {rule}; rows {listed})"
+        )
+
     # -------------------------------------------------------------------- output
     def _metadata(self, status: str) -> dict[str, Any]:
         rec = self.rec
         assert rec is not None
-        msgs = list(dict.fromkeys(self.messages + rec.messages))
+        i0_note = self.i0_message()
+        msgs = list(dict.fromkeys(self.messages + ([i0_note] if i0_note else []) + rec.messages))
         return {
             **self.info,
             "status": status,
             "frames_used": self.used,
+            "frames_rejected_low_i0": len(self.rejected_rows),
+            "i0_threshold": self.i0_threshold,
             "algorithm": self.settings.algorithm if status == "done" else self._live_name(),
             "iterations": rec.iterations,
             "seconds": rec.seconds,
@@ -193,22 +249,69 @@ class PtychogramTask:
     def _live_name(self) -> str:
         return f"{self.settings.live_step_algorithm}**{self.settings.live_iterations} (live)"
 
-    def refresh(self) -> None:
-        """A few live iterations on the frames so far, written as a partial result."""
+    def refresh(self) -> dict[str, Any]:
+        """A few live iterations on the frames so far; returns the partial result to write
+        (``{"arrays", "metadata"}``)."""
         assert self.rec is not None
         self.rec.step(self.settings.live_iterations, algorithm=self.settings.live_step_algorithm)
         self.refreshes += 1
-        self.store.write(self.index, result_arrays(self.rec), self._metadata("running"))
+        return {"arrays": result_arrays(self.rec), "metadata": self._metadata("running")}
 
-    def finish(self, incomplete: bool) -> None:
-        """The whole chain on every frame; written with ``status: done``."""
+    def finish(self, incomplete: bool) -> dict[str, Any]:
+        """The whole chain on every frame; returns the final result (``status: done``)."""
         assert self.rec is not None
         if incomplete:
             self.messages.append(
-                f"run ended after {self.used} of {self.total} frames: reconstructed what came"
+                f"run ended after {self.seen} of {self.total} frames: reconstructed what came"
             )
         self.rec.run()  # live refreshes do not advance the chain: it runs whole, warm-started
-        self.store.write(self.index, result_arrays(self.rec), self._metadata("done"))
+        return {"arrays": result_arrays(self.rec), "metadata": self._metadata("done")}
+
+    def nothing_usable(self) -> str:
+        """Why there is no reconstruction: the one line of a failed result."""
+        if self.rejected_rows:
+            return (
+                f"all {len(self.rejected_rows)} frame(s) of ptychogram {self.index} were "
+                f"recorded without beam (I0 below {self.i0_threshold or 0.0:.3g}): nothing to "
+                "reconstruct"
+            )
+        return f"the run ended with {self.used} frame(s) of ptychogram {self.index}"
+
+
+def with_tiled(
+    fn: Callable[[], T],
+    backoff: Backoff,
+    outage_s: float,
+    stop: Callable[[], bool],
+) -> T:
+    """``fn()``, tried again while it fails on an unreachable Tiled (:func:`is_transient`).
+
+    Parameters
+    ----------
+    fn : the step (reads before any change of state, so that it may be repeated)
+    backoff : the task's waits and its one log line per outage
+    outage_s : give up (raise the last error) once Tiled has been away this long
+    stop : checked while waiting
+
+    Raises
+    ------
+    TaskStopped
+        If ``stop()`` turns True while waiting.
+    """
+    while True:
+        try:
+            out = fn()
+        except Exception as err:
+            if not is_transient(err) or backoff.outage_s > outage_s:
+                raise
+            deadline = time.monotonic() + backoff.failed(err)
+            while time.monotonic() < deadline:
+                if stop():
+                    raise TaskStopped from err
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            continue
+        backoff.succeeded()
+        return out
 
 
 def reconstruct_ptychogram(
@@ -222,7 +325,7 @@ def reconstruct_ptychogram(
 
     Parameters
     ----------
-    settings : worker settings (Tiled address, algorithm, refresh cadence)
+    settings : worker settings (Tiled address, algorithm, refresh cadence, I0 thresholds)
     uid : the run's uid
     index : ptychogram number
     should_stop : polled between steps; when it returns True the task returns ``stopped``
@@ -235,25 +338,41 @@ def reconstruct_ptychogram(
     """
     t0 = time.perf_counter()
     stop = should_stop or (lambda: False)
-    if client is None:
-        client = connect(settings.tiled_uri or "", settings.tiled_api_key)
-    reader = RunReader(client, uid)
-    store = ResultStore(client, uid, settings.results_key)
-    task = PtychogramTask(settings, reader, store, index)
-    store.begin(index, {"algorithm": settings.algorithm, "frames_total": task.total})
-    since_refresh = 0
+    backoff = Backoff(
+        f"run {uid[:8]} ptychogram {index}", settings.poll_interval_s, settings.tiled_retry_max_s
+    )
+
+    def tiled(fn: Callable[[], T]) -> T:
+        return with_tiled(fn, backoff, settings.tiled_outage_s, stop)
+
+    task: PtychogramTask | None = None
+    store: ResultStore | None = None
     try:
+        if client is None:
+            uri, key, timeout = (
+                settings.tiled_uri or "",
+                settings.tiled_api_key,
+                settings.tiled_timeout_s,
+            )
+            client = tiled(lambda: connect(uri, key, timeout))
+        reader = tiled(lambda: RunReader(client, uid))
+        store = ResultStore(client, uid, settings.results_key)
+        task = PtychogramTask(settings, reader, store, index)
+        begin = {"algorithm": settings.algorithm, "frames_total": task.total}
+        tiled(lambda: store.begin(index, {**begin, "frames_rejected_low_i0": 0}))
+        since_refresh = 0
         while True:
             if stop():
-                return TaskOutcome(uid, index, "stopped", task.used, task.refreshes)
-            stopped = reader.stopped()  # read before the table: no frame can come after
-            new, complete = task.poll(stopped)
+                return _stopped(uid, index, task)
+            # the stop document is read before the table: no frame can come after it
+            stopped, (new, complete) = tiled(lambda: _poll(reader, task))
             since_refresh += new
             if complete or (stopped and new == 0):
                 if task.rec is None:
-                    raise ValueError(f"the run ended with {task.used} frame(s) of ptychogram")
+                    raise ValueError(task.nothing_usable())
                 t_last = time.perf_counter()
-                task.finish(incomplete=not complete)
+                final = task.finish(incomplete=not complete)
+                tiled(partial(store.write, index, final["arrays"], final["metadata"]))
                 return TaskOutcome(
                     uid,
                     index,
@@ -262,17 +381,43 @@ def reconstruct_ptychogram(
                     task.refreshes,
                     time.perf_counter() - t0,
                     time.perf_counter() - t_last,
-                    task.messages,
+                    task.messages + ([task.i0_message()] if task.rejected_rows else []),
+                    len(task.rejected_rows),
                 )
             if task.rec is not None and since_refresh >= settings.refresh_frames:
-                task.refresh()
+                live = task.refresh()
+                tiled(partial(store.write, index, live["arrays"], live["metadata"]))
                 since_refresh = 0
             elif new == 0:
                 time.sleep(settings.poll_interval_s)
+    except TaskStopped:
+        return _stopped(uid, index, task)
     except Exception as err:  # noqa: BLE001 - reported in Tiled, the worker goes on
         message = f"ptychogram {index}: {type(err).__name__}: {str(err).splitlines()[0]}"
-        try:
-            store.fail(index, message)
-        except Exception:  # noqa: BLE001 - Tiled gone: nothing more to do here
-            pass
-        return TaskOutcome(uid, index, "failed", task.used, task.refreshes, messages=[message])
+        if store is not None:
+            try:
+                store.fail(index, message)
+            except Exception:  # noqa: BLE001 - Tiled gone: nothing more to do here
+                pass
+        return TaskOutcome(
+            uid,
+            index,
+            "failed",
+            task.used if task else 0,
+            task.refreshes if task else 0,
+            messages=[message],
+            frames_rejected=len(task.rejected_rows) if task else 0,
+        )
+
+
+def _poll(reader: RunReader, task: PtychogramTask) -> tuple[bool, tuple[int, bool]]:
+    stopped = reader.stopped()
+    return stopped, task.poll(stopped)
+
+
+def _stopped(uid: str, index: int, task: PtychogramTask | None) -> TaskOutcome:
+    if task is None:
+        return TaskOutcome(uid, index, "stopped")
+    return TaskOutcome(
+        uid, index, "stopped", task.used, task.refreshes, frames_rejected=len(task.rejected_rows)
+    )

@@ -10,17 +10,28 @@ container per ptychogram (``p0000``, ``p0001``, ...) holding ``object`` (complex
 ``probe_amplitude`` (float32), ``llk`` (float64) and metadata (``status`` running, done or
 failed, ``frames_used``, ``frames_total``, ``energy_ev``, ``polarization``, ``algorithm``,
 ``iterations``, ``seconds``, ``backend``, ``pixel_size_m``, ``messages``, and the counters
-``starts`` and ``completions`` with a ``history`` list of what each worker did).
+``starts`` and ``completions`` with a ``history`` list of what each worker did, and
+``frames_rejected_low_i0``, the frames left out for too little beam).
+
+Every request has a timeout (:func:`connect`: 5 s to connect, ``timeout_s`` to read or
+write, 30 s by default) and the tiled client retries transient failures itself (connection
+errors, timeouts, 5xx) for up to ``TILED_RETRY_TIMEOUT`` (tiled's environment variable,
+45 s). What is still failing after that is a Tiled outage (:func:`is_transient`): the worker
+waits for Tiled to come back (:class:`Backoff`) instead of giving up.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from typing import Any
 
+import httpx
 import numpy as np
+
+log = logging.getLogger("sptycho.worker")
 
 #: Columns of the primary stream the worker reads.
 PRIMARY_COLUMNS = (
@@ -34,11 +45,98 @@ PRIMARY_COLUMNS = (
 )
 
 
-def connect(uri: str, api_key: str | None = None) -> Any:
-    """A tiled client of the catalog root."""
+#: Seconds allowed to open a connection to Tiled.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def connect(uri: str, api_key: str | None = None, timeout_s: float = 30.0) -> Any:
+    """A tiled client of the catalog root whose requests time out.
+
+    Parameters
+    ----------
+    uri : the Tiled server
+    api_key : its API key
+    timeout_s : longest wait for a response's next bytes, or to send a request's (s);
+        connecting may take ``CONNECT_TIMEOUT_S``
+
+    Raises
+    ------
+    httpx.HTTPError
+        If the server cannot be reached (after the client's own retries).
+    """
     from tiled.client import from_uri
 
-    return from_uri(uri, api_key=api_key)
+    timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
+    return from_uri(uri, api_key=api_key, timeout=timeout)
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for failures that end when Tiled is reachable again: connection refused or
+    reset, timeouts, and 5xx or 429 answers (a server restarting or overloaded)."""
+    if isinstance(err, httpx.HTTPStatusError):
+        code = err.response.status_code
+        return code >= 500 or code == 429
+    return isinstance(err, httpx.TransportError)
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class Backoff:
+    """Waits between tries while Tiled is unreachable, with one log line per outage.
+
+    The first failure of a streak logs one warning; the waits double from ``first_s`` to
+    ``max_s``; the first success after failures logs how long the streak lasted.
+
+    Parameters
+    ----------
+    what : who is waiting, for the log lines (``"worker"``, ``"ptychogram 3"``)
+    first_s : first wait (s)
+    max_s : longest wait (s)
+    logger : where the two lines go
+    """
+
+    def __init__(
+        self,
+        what: str,
+        first_s: float = 0.5,
+        max_s: float = 30.0,
+        logger: logging.Logger = log,
+    ) -> None:
+        self.what = what
+        self.first_s = first_s
+        self.max_s = max(first_s, max_s)
+        self.log = logger
+        self.failures = 0
+        self.since: float | None = None
+
+    @property
+    def outage_s(self) -> float:
+        """Seconds since the first failure of the current outage (0 when none)."""
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def failed(self, err: BaseException) -> float:
+        """Record a failure; returns how long to wait before the next try (s)."""
+        if self.failures == 0:
+            self.since = time.monotonic()
+            if is_transient(err):
+                what = f"Tiled unreachable ({one_line(err)})"
+            else:
+                what = f"failed ({type(err).__name__}: {one_line(err)})"
+            self.log.warning("%s: %s; trying again with backoff", self.what, what)
+        wait = min(self.max_s, self.first_s * 2.0**self.failures)
+        self.failures += 1
+        return wait
+
+    def succeeded(self) -> None:
+        """Record a success (logs the end of an outage)."""
+        if self.failures:
+            self.log.info("%s: working again after %.1f s", self.what, self.outage_s)
+        self.failures = 0
+        self.since = None
 
 
 def worker_id() -> str:
@@ -78,18 +176,28 @@ class RunReader:
         run = self.client[self.uid]
         return run[name] if name in run else None
 
-    def table(self, stream: str = "primary", columns: tuple[str, ...] = PRIMARY_COLUMNS) -> dict:
+    def table(
+        self,
+        stream: str = "primary",
+        columns: tuple[str, ...] = PRIMARY_COLUMNS,
+        optional: tuple[str, ...] = (),
+    ) -> dict[str, np.ndarray]:
         """Columns of a stream's event table as NumPy arrays (empty when not there yet).
 
         Only rows whose frame is already readable count: the table is cut to the length of
         ``camera_image`` (the two are written one after the other).
+
+        Parameters
+        ----------
+        stream : the stream's name
+        columns : always in the answer, (N,) zeros when the stream lacks them
+        optional : in the answer only when the stream has them (such as ``beam_i0``)
         """
         node = self._stream(stream)
-        empty = {c: np.zeros(0) for c in columns}
         if node is None or "internal" not in node.base or "camera_image" not in node:
-            return empty
+            return {c: np.zeros(0) for c in columns}
         internal = node.base["internal"]
-        present = [c for c in columns if c in internal.columns]
+        present = [c for c in (*columns, *optional) if c in internal.columns]
         df = internal.read(present)
         n = min(len(df), int(node["camera_image"].shape[0]))
         out = {c: _column(df, c)[:n] for c in present}

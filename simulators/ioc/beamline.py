@@ -15,7 +15,7 @@ PVs (``P`` is the prefix, e.g. ``SIM:``):
 ``PI0``, ``Pring:current``     incident flux monitor (ph/s) and ring current (mA)
 ``Psim:flux``                  flux of the focused beam at 400 mA (ph/s), a simulator knob
 ``Pfault:motor_stall``         "" none, "all", or a motor (``zp:z``, ``sample:cx``, ``mono``)
-``Pfault:camera_timeout``      1: the camera never finishes a frame
+``Pfault:camera_timeout``      N: the camera hangs on the next N frames (until Acquire = 0)
 ``Pfault:beam_dump``           1: ring current and I0 drop to 0, frames are dark
 ``Pfault:drop_frames``         N: the HDF5 writer drops the next N frames
 ``Pcam1:``, ``PHDF1:``         the sCMOS camera (see :mod:`simulators.ioc.camera`)
@@ -247,6 +247,10 @@ class BeamlineControls(PVGroup):
         """One frame was dropped: decrement the drop-frames fault."""
         await self.drop_frames.write(max(int(self.drop_frames.value) - 1, 0))
 
+    async def consume_timeout(self) -> None:
+        """One frame hung: decrement the camera-timeout fault."""
+        await self.camera_timeout.write(max(int(self.camera_timeout.value) - 1, 0))
+
 
 class BeamlineIOC:
     """All PV groups of the simulated beamline and the beam state they define.
@@ -312,6 +316,7 @@ class BeamlineIOC:
             beam_state=self.beam_state,
             faults=self.faults,
             consume_drop=self.controls.consume_drop,
+            consume_timeout=self.controls.consume_timeout,
         )
 
     @property

@@ -13,6 +13,12 @@ The HDF5 writer works like NDFileHDF5 in Stream mode: ``Capture = 1`` opens
 shape ``(frames, n, n)``, per-frame beam state under ``/entry/instrument/NDAttributes``),
 each frame is appended and flushed, ``NumCaptured_RBV`` counts them, and ``Capture = 0`` (or
 ``NumCapture`` frames) closes the file and increments ``FileNumber``.
+
+Like NDFileHDF5's position mode (the record of each frame chosen by the client, as
+NDPosPlugin does), ``NextRecord`` is the record the next frame is written to. It advances by
+itself; a client that rejects a frame (taken while the beam was lost) sets it back by one so
+the frame taken again replaces the rejected one, and the file keeps one frame per accepted
+point, in order. When the file closes it is cut to ``NextRecord`` records.
 """
 
 from __future__ import annotations
@@ -93,19 +99,35 @@ class FrameFile:
         self.count = 0
 
     def append(self, frame: np.ndarray, state: BeamState) -> None:
-        """Write one frame and its beam state, then flush so readers see it."""
+        """Write one frame and its beam state at record ``count``, then flush for readers.
+
+        A record that exists already (the client rewound ``count``) is overwritten.
+        """
         i = self.count
         if frame.shape != self.data.shape[1:]:
             raise ValueError(f"frame shape {frame.shape} differs from {self.data.shape[1:]}")
-        self.data.resize(i + 1, axis=0)
+        if self.data.shape[0] < i + 1:
+            self.data.resize(i + 1, axis=0)
+            for dset in self.attrs.values():
+                dset.resize(i + 1, axis=0)
         self.data[i] = frame
         for key, dset in self.attrs.items():
-            dset.resize(i + 1, axis=0)
             dset[i] = float(getattr(state, key))
         self.h5.flush()
         self.count = i + 1
 
+    def rewind(self, record: int) -> None:
+        """Write the next frame at ``record`` (0 <= record <= count)."""
+        if not 0 <= record <= self.count:
+            raise ValueError(f"record {record} is outside 0..{self.count}")
+        self.count = record
+
     def close(self) -> None:
+        """Cut the datasets to ``count`` records (rejected frames go) and close the file."""
+        if self.data.shape[0] > self.count:
+            self.data.resize(self.count, axis=0)
+            for dset in self.attrs.values():
+                dset.resize(self.count, axis=0)
         self.h5.close()
 
 
@@ -119,6 +141,7 @@ class AreaDetector(PVGroup):
     beam_state : returns the current :class:`BeamState`
     faults : returns the current fault flags (``camera_timeout``, ``drop_frames``)
     consume_drop : called when a frame is dropped (decrements the drop fault)
+    consume_timeout : called when a frame hangs (decrements the timeout fault)
     """
 
     # -- driver -------------------------------------------------------------------------
@@ -228,6 +251,7 @@ class AreaDetector(PVGroup):
     )
     num_capture = pvproperty(value=0, name="HDF1:NumCapture")
     num_captured = pvproperty(value=0, name="HDF1:NumCaptured_RBV", read_only=True)
+    next_record = pvproperty(value=0, name="HDF1:NextRecord")
     full_file_name = _text(name="HDF1:FullFileName_RBV", read_only=True)
     write_message = _text(name="HDF1:WriteMessage", read_only=True)
     write_status = pvproperty(
@@ -254,9 +278,11 @@ class AreaDetector(PVGroup):
         beam_state: Callable[[], BeamState],
         faults: Callable[[], dict],
         consume_drop: Callable[[], Any],
+        consume_timeout: Callable[[], Any],
         **kwargs: Any,
     ) -> None:
         super().__init__(prefix, **kwargs)
+        self.consume_timeout = consume_timeout
         self.engine = engine
         self.beam_state = beam_state
         self.faults = faults
@@ -381,6 +407,14 @@ class AreaDetector(PVGroup):
         await self.file_number_rbv.write(int(value))
         return value
 
+    @next_record.putter
+    async def next_record(self, instance, value: int) -> int:  # noqa: F811
+        if self.file is None:
+            raise ValueError("HDF1:NextRecord: no file is open")
+        self.file.rewind(int(value))
+        await self.num_captured.write(self.file.count)
+        return int(value)
+
     @capture.putter
     async def capture(self, instance, value: str) -> str:  # noqa: F811
         start = value in ("Capture", 1)
@@ -411,6 +445,7 @@ class AreaDetector(PVGroup):
         await self.write_status.write("Write OK")
         await self.write_message.write("")
         await self.num_captured.write(0)
+        await self.next_record.write(0, verify_value=False)
         await self.full_file_name.write(path)
         await self.capture_rbv.write("Capture")
 
@@ -457,6 +492,7 @@ class AreaDetector(PVGroup):
             exposure = float(self.acquire_time.value)
             period = max(float(self.acquire_period.value), exposure)
             if self.faults().get("camera_timeout"):
+                await self.consume_timeout()
                 await self.status_message.write("Waiting for the camera (timeout fault)")
                 while True:  # the camera hangs until Acquire = 0
                     await asyncio.sleep(3600)
@@ -512,6 +548,7 @@ class AreaDetector(PVGroup):
             await self.dropped.write(int(self.dropped.value) + 1)
             return
         count = self.file.count
+        await self.next_record.write(count, verify_value=False)
         await self.num_captured.write(count)
         target = int(self.num_capture.value)
         if target > 0 and count >= target:

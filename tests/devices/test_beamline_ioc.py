@@ -12,7 +12,7 @@ import pytest
 from ophyd.utils import LimitError, StatusTimeoutError
 
 from devices.beamline import make_beamline
-from devices.camera import FrameDroppedError
+from devices.camera import CameraFaultError
 from recon.probe import ZonePlate, radial_profile
 from simulators.detector import SCMOSDetector
 from simulators.ioc.physics import BeamState, FrameEngine
@@ -22,6 +22,10 @@ pytestmark = pytest.mark.timeout(120)
 
 def caput(ioc, name: str, value) -> None:
     assert epics.caput(f"{ioc.prefix}{name}", value, wait=True, timeout=5) == 1
+
+
+def caget(ioc, name: str):
+    return epics.caget(f"{ioc.prefix}{name}", timeout=5, use_monitor=False)
 
 
 def wait_until(predicate, timeout: float = 5.0) -> None:
@@ -317,39 +321,68 @@ def test_stalled_zone_plate_fails_the_energy_move(beamline, ioc):
     assert optics.position.spot == pytest.approx(1.0, abs=1e-6)
 
 
-def test_camera_timeout_fails_the_trigger_naming_the_camera(beamline, ioc):
+def test_a_stuck_frame_is_taken_again_and_a_stuck_camera_fails_naming_it(beamline, ioc):
     camera = beamline.camera
     camera.cam.acquire_time.put(0.01, wait=True)
     camera.frame_timeout_s = 0.5
-    caput(ioc, "fault:camera_timeout", 1)
+    retried0 = camera.retried
+    caput(ioc, "fault:camera_timeout", 1)  # one stuck frame: retried at once
     camera.stage()
     try:
+        camera.trigger().wait(10)
+        assert camera.retried == retried0 + 1
+        assert int(caget(ioc, "fault:camera_timeout")) == 0
+        caput(ioc, "fault:camera_timeout", 10)  # stuck for good: every attempt fails
         st = camera.trigger()
-        with pytest.raises(StatusTimeoutError, match="camera"):
-            st.wait(10)
-        wait_until(lambda: camera.cam.detector_state.get(use_monitor=False) != "Acquire")
+        with pytest.raises(CameraFaultError, match=r"camera: no frame within .*\(4 attempts\); check the camera"):
+            st.wait(20)
+        assert camera.retried == retried0 + 4
         caput(ioc, "fault:camera_timeout", 0)
+        wait_until(lambda: camera.cam.detector_state.get(use_monitor=False) != "Acquire")
         camera.trigger().wait(10)  # works again
+        datums = [d for n, d in camera.collect_asset_docs() if n == "datum"]
     finally:
         caput(ioc, "fault:camera_timeout", 0)
-        camera.frame_timeout_s = 10.0
+        camera.frame_timeout_s = 3.0
         camera.unstage()
+    assert [d["datum_kwargs"]["point_number"] for d in datums] == [0, 1]
+    with h5py.File(camera.file_name, "r") as f:
+        assert f["/entry/data/data"].shape[0] == 2
 
 
-def test_dropped_frame_fails_the_trigger_and_the_file_stays_consistent(beamline, ioc):
+def test_dropped_frames_are_taken_again_and_the_file_stays_consistent(beamline, ioc):
     camera = beamline.camera
     camera.cam.acquire_time.put(0.01, wait=True)
-    caput(ioc, "fault:drop_frames", 1)
+    retried0 = camera.retried
+    caput(ioc, "fault:drop_frames", 2)
     camera.stage()
     try:
-        with pytest.raises(FrameDroppedError):
+        for _ in range(3):
             camera.trigger().wait(10)
-        camera.trigger().wait(10)
-        camera.trigger().wait(10)
         datums = [d for n, d in camera.collect_asset_docs() if n == "datum"]
     finally:
         camera.unstage()
-    assert [d["datum_kwargs"]["point_number"] for d in datums] == [0, 1]
+    assert camera.retried == retried0 + 2
+    assert [d["datum_kwargs"]["point_number"] for d in datums] == [0, 1, 2]
+    with h5py.File(camera.file_name, "r") as f:
+        assert f["/entry/data/data"].shape[0] == 3
+
+
+def test_position_mode_replaces_a_refused_frame_and_cuts_the_file(beamline, ioc):
+    camera = beamline.camera
+    camera.cam.acquire_time.put(0.01, wait=True)
+    camera.stage()
+    try:
+        camera.trigger().wait(10)
+        camera.trigger().wait(10)
+        camera.hdf5.next_record.put(1, wait=True)  # refuse the second frame: take it again
+        camera.trigger().wait(10)
+        camera.trigger().wait(10)
+        camera.hdf5.next_record.put(2, wait=True)  # the last frame refused, never re-taken
+        datums = [d for n, d in camera.collect_asset_docs() if n == "datum"]
+    finally:
+        camera.unstage()
+    assert [d["datum_kwargs"]["point_number"] for d in datums] == [0, 1, 1, 2]
     with h5py.File(camera.file_name, "r") as f:
         assert f["/entry/data/data"].shape[0] == 2
 

@@ -20,7 +20,7 @@ def bl():
 
 def simulate(bl, plan):
     sim = RunEngineSimulator()
-    sim.add_read_handler_for(bl.shutter.status, "Closed")
+    sim.add_read_handler_for(bl.shutter.status, "Open")  # the plan opened it
     return sim.simulate_plan(plan)
 
 

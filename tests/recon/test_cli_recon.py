@@ -95,3 +95,75 @@ def test_nan_frames_are_one_error_line(app, cxi, tmp_path):
         h["entry_1/instrument_1/detector_1/data"] = d
     res = _run(app, [str(bad), "-o", str(tmp_path / "o.h5"), "-q"])
     assert "NaN" in _single_error_line(res)
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--threshold", "nan"], "--threshold must be a finite number"),
+        (["--threshold", "inf"], "--threshold must be a finite number"),
+        (["--threshold", "-1e9"], "--threshold must be >= 0"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--binning", "0"], "binning >= 1"),
+        (["--frame-size", "-4"], "frame size must be >= 0"),
+    ],
+)
+def test_bad_numbers_are_refused_before_reading(app, cxi, tmp_path, args, text):
+    out = tmp_path / "o.h5"
+    res = _run(app, [str(cxi), "-o", str(out), "-q", *args])
+    assert text in _single_error_line(res)
+    assert not out.exists()
+
+
+def test_output_that_is_the_input_is_refused_and_input_unchanged(app, cxi, tmp_path, monkeypatch):
+    before = _sha256(cxi)
+    link = tmp_path / "link.cxi"
+    link.symlink_to(cxi)
+    monkeypatch.chdir(cxi.parent)
+    for output in (str(cxi), f"../{cxi.parent.name}/./{cxi.name}", cxi.name, str(link)):
+        for extra in ([], ["--overwrite"]):
+            res = _run(app, [str(cxi), "-o", output, "-q", "-a", "AP**2", *extra])
+            assert "is the input file" in _single_error_line(res), output
+    assert _sha256(cxi) == before
+    assert not list(cxi.parent.glob(".*.part"))
+
+
+def test_existing_output_needs_overwrite(app, cxi, tmp_path):
+    out = tmp_path / "old.h5"
+    out.write_bytes(b"an earlier result")
+    res = _run(app, [str(cxi), "-o", str(out), "-q", "-a", "AP**2"])
+    assert "exists: pass --overwrite" in _single_error_line(res)
+    assert out.read_bytes() == b"an earlier result"
+    res = _run(app, [str(cxi), "-o", str(out), "-q", "-a", "AP**2", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    with h5py.File(out) as h:
+        assert h.attrs["iterations"] == 2
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_output_directory_is_refused(app, cxi, tmp_path):
+    res = _run(app, [str(cxi), "-o", str(tmp_path), "-q"])
+    assert "is a directory" in _single_error_line(res)
+
+
+def test_unreadable_inputs_are_one_line(app, cxi, tmp_path):
+    nodata = tmp_path / "nodata.cxi"
+    nodata.write_bytes(cxi.read_bytes())
+    with h5py.File(nodata, "r+") as h:
+        del h["entry_1/instrument_1/detector_1/data"]  # data_1/data now dangles
+    cases = [
+        (nodata, "missing dataset /entry_1/instrument_1/detector_1/data"),
+        (tmp_path, "is a directory, not a CXI file"),
+    ]
+    junk = tmp_path / "text.cxi"
+    junk.write_text("plain text, not HDF5\n")
+    cases.append((junk, "not an HDF5/CXI file"))
+    for path, text in cases:
+        res = _run(app, [str(path), "-o", str(tmp_path / "o.h5"), "-q"])
+        assert text in _single_error_line(res), path

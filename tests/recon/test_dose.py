@@ -98,3 +98,28 @@ def test_dose_scales_with_flux_and_overlap():
 def test_dose_needs_all_beam_parameters():
     with pytest.raises(ValueError, match="together"):
         dose_report(1e-6, 100e-9, 2e-6, material="BN")
+
+
+@pytest.mark.parametrize(
+    "spot, step, area, words",
+    [
+        (500e-9, 1e-12, 2e-6, ["scan points", "TiB", "250,000"]),
+        (1e-9, 1e-10, 1e-3, ["scan points", "PiB"]),
+        (1e-3, 1e-8, 1e-8, ["neighbour cells", "40,000,000"]),
+    ],
+)
+def test_dose_report_refuses_huge_grids_before_allocating(spot, step, area, words):
+    with pytest.raises(ValueError) as err:
+        dose_report(spot, step, area)
+    for word in words:
+        assert word in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_weight_factor_refuses_huge_neighbour_grid_and_nan():
+    with pytest.raises(ValueError, match="neighbour cells"):
+        weight_factor(1e-12, 500e-9)
+    with pytest.raises(ValueError, match="finite"):
+        weight_factor(float("nan"), 500e-9)
+    with pytest.raises(ValueError, match="finite"):
+        dose_report(500e-9, float("inf"), 2e-6)

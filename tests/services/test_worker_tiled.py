@@ -98,6 +98,21 @@ def test_results_next_to_the_run_and_restart_skips_done(tiled, ptychograms):
     assert [st[k]["starts"] for k in (0, 1)] == [2, 2]
 
 
+def test_dask_executor_runs_the_same_task(tiled, ptychograms):
+    import dask.distributed  # noqa: F401 - in the dev group: this test must run in CI
+
+    client = tiled.client()
+    uid = replay(TiledWriter(client, batch_size=50), ptychograms[:1], raw_dark(ptychograms[0]))
+    worker = Worker(_settings(tiled, executor="dask"), processes=False)
+    try:
+        assert worker.executor.kind == "dask"
+        assert worker.wait_idle(90)
+    finally:
+        worker.close()
+    st = ResultStore(client, uid).statuses()
+    assert st[0]["status"] == "done" and st[0]["frames_used"] == 9
+
+
 def test_dask_asked_for_without_it_is_one_clear_error(monkeypatch, tiled):
     import builtins
 

@@ -1,0 +1,371 @@
+"""Documents on local disk first, then to Tiled: the scan never waits for the data store.
+
+The RunEngine's callback (:class:`TiledDelivery`) appends every document to a journal on
+local disk (:class:`DocumentJournal`, one JSON-lines file per run, flushed per document and
+fsync'ed at least every half second and at the end of a run) and hands it to a thread that
+writes it into Tiled. When Tiled does not answer (a restart, an upgrade, the embedded
+server dying) the thread keeps the documents, waits with a growing back-off, and when
+Tiled is back it *replays* the run: the run's event streams already in Tiled are deleted
+(never the run node itself, nor the reconstructions the worker wrote inside it) and every
+document of the run is written again from the journal, in order, then delivery goes on.
+That makes delivery exactly-once whatever the failed request had already done on the
+server. A run whose documents are all in Tiled is marked delivered; runs left pending (a
+session that ended while Tiled was down, a process that crashed) are delivered by the next
+session (:meth:`TiledDelivery.deliver_pending`); a run whose acquisition process died
+before its stop document gets one saying so.
+
+This is NSLS-II's decoupling of the RunEngine from the data store, written for this
+project: the writer is bluesky-tiled-plugins' run writer (batch size 1, so every frame and
+every dark series is visible as soon as it is delivered).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+log = logging.getLogger("sptycho.delivery")
+
+#: The run writer's private API is used (subclassed): keep the dependency pinned to 2.0.x.
+from bluesky_tiled_plugins.writing.tiled_writer import (  # noqa: E402
+    RunNormalizer,
+    _RunWriter,
+)
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for the NumPy values that documents may hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a document journal")
+
+
+class DocumentJournal:
+    """Every document of every run, as JSON lines in ``<directory>/<run uid>.jsonl``.
+
+    Documents between a start and its stop belong to that run (the plans of this project
+    open one run at a time). A run whose documents all reached Tiled gets a marker file
+    ``<uid>.delivered``; the journal itself is kept as a local record.
+
+    Parameters
+    ----------
+    directory : where the journals live (created)
+    fsync_interval_s : the longest time a document may sit in the OS's buffers
+    """
+
+    def __init__(self, directory: str | Path, *, fsync_interval_s: float = 0.5) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.fsync_interval_s = fsync_interval_s
+        self._file: Any = None
+        self._uid: str | None = None
+        self._count = 0
+        self._last_sync = 0.0
+        self._lock = threading.Lock()
+
+    def path(self, uid: str) -> Path:
+        return self.directory / f"{uid}.jsonl"
+
+    def append(self, name: str, doc: dict) -> tuple[str | None, int]:
+        """Store one document; returns (run uid, index of the document in its run)."""
+        with self._lock:
+            if name == "start":
+                self._close()
+                self._uid = doc["uid"]
+                self._file = open(self.path(self._uid), "a", encoding="utf-8")  # noqa: SIM115
+                self._count = 0
+            if self._file is None:
+                return None, -1  # a document outside any run: nothing to keep
+            line = json.dumps({"name": name, "doc": doc}, default=_json_default)
+            self._file.write(line + "\n")
+            self._file.flush()
+            index = self._count
+            self._count += 1
+            uid = self._uid
+            now = time.monotonic()
+            if name == "stop" or now - self._last_sync >= self.fsync_interval_s:
+                os.fsync(self._file.fileno())
+                self._last_sync = now
+            if name == "stop":
+                self._close()
+            return uid, index
+
+    def _close(self) -> None:
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+            self._file.close()
+        self._file = None
+        self._uid = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def documents(self, uid: str) -> Iterator[tuple[str, dict]]:
+        """The run's documents in the order they were emitted (a torn last line is skipped)."""
+        with open(self.path(uid), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                yield item["name"], item["doc"]
+
+    def mark_delivered(self, uid: str) -> None:
+        (self.directory / f"{uid}.delivered").write_text(f"{time.time()}\n")
+
+    def delivered(self, uid: str) -> bool:
+        return (self.directory / f"{uid}.delivered").exists()
+
+    def pending(self) -> list[str]:
+        """Runs with documents not (known to be) all in Tiled, oldest first."""
+        current = self._uid
+        runs = sorted(self.directory.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+        return [p.stem for p in runs if p.stem != current and not self.delivered(p.stem)]
+
+
+class _ResumingRunWriter(_RunWriter):
+    """The Tiled run writer, able to go on with a run node that exists already."""
+
+    def start(self, doc: dict) -> None:
+        uid = doc["uid"]
+        if uid in self.client:
+            self.access_tags = doc.get("tiled_access_tags")
+            self.root_node = self.client[uid]
+            return
+        super().start(doc)
+
+    def flush(self) -> None:
+        """Write whatever the writer still holds in its batches."""
+        for name, cache in self._internal_data_cache.items():
+            if cache:
+                self._write_internal_data(cache, desc_node=self._desc_nodes[name])
+                cache.clear()
+        for sres_uid in list(self._external_data_cache):
+            self._write_external_data(self._external_data_cache.pop(sres_uid))
+
+
+class _RunChain:
+    """Normalizer (legacy Resource/Datum to StreamResource/StreamDatum) + run writer."""
+
+    def __init__(self, client: Any, batch_size: int) -> None:
+        self.writer = _ResumingRunWriter(client.include_data_sources(), batch_size=batch_size)
+        self.normalizer = RunNormalizer()
+        self.normalizer.subscribe(self.writer)
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self.normalizer(name, doc)
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for errors that a later attempt can cure (server down, restarting, overloaded)."""
+    if isinstance(err, httpx.HTTPStatusError):
+        code = err.response.status_code
+        return code >= 500 or code in (408, 429)
+    return isinstance(err, httpx.TransportError | ConnectionError | TimeoutError | OSError)
+
+
+class TiledDelivery:
+    """RunEngine callback: journal every document, then deliver it to Tiled in a thread.
+
+    Parameters
+    ----------
+    connect : returns a writable tiled client of the catalog root (called again after
+        an outage)
+    journal : where documents are kept
+    backoff_s : waits between attempts while Tiled does not answer (the last repeats)
+    replay_batch : events per write when a run is replayed from the journal
+    on_change : called with :meth:`status` when delivery stalls or recovers
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        journal: DocumentJournal,
+        *,
+        backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0),
+        replay_batch: int = 50,
+        on_change: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.connect = connect
+        self.journal = journal
+        self.backoff_s = backoff_s
+        self.replay_batch = replay_batch
+        self.on_change = on_change
+        self._client: Any = None
+        self._chains: dict[str, _RunChain] = {}
+        self._delivered: dict[str, int] = {}  # uid -> index of the last document in Tiled
+        self._stale: set[str] = set()  # runs whose Tiled state must be rebuilt
+        self._queue: queue.Queue = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stop = threading.Event()
+        self.outage_since: float | None = None
+        self.last_error: str | None = None
+        self.replays = 0
+        self._thread = threading.Thread(target=self._loop, name="sptycho-delivery", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ RunEngine side
+    def __call__(self, name: str, doc: dict) -> None:
+        uid, index = self.journal.append(name, doc)
+        if uid is None:
+            return
+        self._idle.clear()
+        self._queue.put((uid, index, name, doc))
+
+    def status(self) -> dict[str, Any]:
+        """``connected``, ``waiting`` (documents not yet in Tiled), ``outage_s``, ``last_error``."""
+        return {
+            "connected": self.outage_since is None,
+            "waiting": self._queue.qsize(),
+            "outage_s": None if self.outage_since is None else time.time() - self.outage_since,
+            "last_error": self.last_error,
+            "replays": self.replays,
+        }
+
+    def wait_delivered(self, timeout: float | None = None) -> bool:
+        """Block until every document so far is in Tiled (True) or ``timeout`` passes."""
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Deliver what is queued (up to ``timeout``), then stop; True when all was delivered."""
+        done = self.wait_delivered(timeout)
+        self._stop.set()
+        self._queue.put(None)
+        self._thread.join(5.0)
+        self.journal.close()
+        return done
+
+    def deliver_pending(self) -> None:
+        """Queue the runs an earlier session left undelivered (replayed from their journal)."""
+        for uid in self.journal.pending():
+            docs = list(self.journal.documents(uid))
+            if not docs:
+                continue
+            if docs[-1][0] != "stop":
+                stop = {
+                    "uid": str(uuid.uuid4()),
+                    "run_start": uid,
+                    "time": time.time(),
+                    "exit_status": "fail",
+                    "reason": "the acquisition process ended before the run's stop document",
+                    "num_events": {},
+                }
+                with open(self.journal.path(uid), "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"name": "stop", "doc": stop}) + "\n")
+                docs.append(("stop", stop))
+            self._idle.clear()
+            self._stale.add(uid)
+            self._queue.put((uid, len(docs) - 1, "stop", docs[-1][1]))
+
+    # ------------------------------------------------------------------ delivery thread
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(self.status())
+            except Exception:  # noqa: BLE001 - a listener's failure is not delivery's
+                log.exception("delivery listener failed")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            item = self._queue.get()
+            if item is None:
+                break
+            self._deliver(*item)
+            if self._queue.empty():
+                self._idle.set()
+
+    def _deliver(self, uid: str, index: int, name: str, doc: dict) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                if self._delivered.get(uid, -1) >= index:
+                    return  # a replay wrote it already
+                chain = self._chain(uid, index)
+                if self._delivered.get(uid, -1) < index:
+                    chain(name, doc)
+                    self._delivered[uid] = index
+                if name == "stop":
+                    self.journal.mark_delivered(uid)
+                    self._chains.pop(uid, None)
+                if self.outage_since is not None:
+                    log.warning(
+                        "Tiled answers again: delivery resumed after %.0f s",
+                        time.time() - self.outage_since,
+                    )
+                    self.outage_since = None
+                    self._changed()
+                return
+            except Exception as err:  # noqa: BLE001 - classified below
+                self._chains.pop(uid, None)
+                self._stale.add(uid)
+                self._client = None
+                self.last_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+                if not is_transient(err) and attempt >= 2:
+                    log.error(
+                        "run %s: Tiled refused a document (%s); it stays in %s",
+                        uid[:8],
+                        self.last_error,
+                        self.journal.path(uid),
+                    )
+                    return
+                if self.outage_since is None:
+                    self.outage_since = time.time()
+                    log.warning(
+                        "Tiled does not answer (%s): documents are kept in %s and delivered "
+                        "when it returns",
+                        self.last_error,
+                        self.journal.directory,
+                    )
+                    self._changed()
+                wait = self.backoff_s[min(attempt, len(self.backoff_s) - 1)]
+                attempt += 1
+                self._stop.wait(wait)
+
+    def _chain(self, uid: str, index: int) -> _RunChain:
+        """The writer of run ``uid``, rebuilt from the journal when its Tiled state is unsure."""
+        if self._client is None:
+            self._client = self.connect()
+        if uid in self._stale:
+            self._replay(uid, index)
+        if uid not in self._chains:
+            self._chains[uid] = _RunChain(self._client, batch_size=1)
+        return self._chains[uid]
+
+    def _replay(self, uid: str, upto: int) -> None:
+        """Delete the run's streams in Tiled and write its documents ``0..upto`` again."""
+        client = self._client
+        docs = list(self.journal.documents(uid))[: upto + 1]
+        streams = {d["name"] for n, d in docs if n == "descriptor"}
+        if uid in client:
+            run = client[uid]
+            for stream in streams:
+                if stream in run:
+                    run[stream].delete(recursive=True, external_only=False)
+        chain = _RunChain(client, batch_size=self.replay_batch)
+        for n, d in docs[:-1] if docs and docs[-1][0] == "stop" else docs:
+            chain(n, d)
+        chain.writer.flush()
+        chain.writer._batch_size = 1
+        last = len(docs) - 1
+        if docs and docs[-1][0] == "stop":
+            chain(*docs[-1])
+        self._chains[uid] = chain
+        self._delivered[uid] = last
+        self._stale.discard(uid)
+        self.replays += 1
+        log.warning("run %s: %d documents written again from the journal", uid[:8], len(docs))
