@@ -124,10 +124,14 @@ def _status_line(err: FailedStatus) -> str:
     """One line for a failed status: the innermost cause, naming the device."""
     status = err.args[0] if err.args else None
     exc = status.exception() if hasattr(status, "exception") else None
-    text = str(exc or err).splitlines()[0] if str(exc or err) else type(exc or err).__name__
     device = getattr(getattr(status, "device", None), "name", None) or getattr(
         getattr(status, "pos", None), "name", None
     )
+    text = str(exc or err).splitlines()[0] if str(exc or err) else type(exc or err).__name__
+    if isinstance(exc, TimeoutError) and text.startswith("Status "):  # ophyd's status repr
+        limit = getattr(status, "timeout", None)
+        within = f" within {limit:.3g} s" if isinstance(limit, int | float) else ""
+        text = f"did not finish its move{within} (stalled?)"
     if device and device not in text:
         text = f"{device}: {text}"
     return text

@@ -4,7 +4,8 @@
 route                                                  what
 =====================================================  =====================================
 ``GET /``                                              the live page (assets under /static)
-``GET /api/health``                                    Tiled URI, whether scans can be run
+``GET /api/health``                                    whether scans can be run (operators:
+                                                       the Tiled URI too)
 ``GET /api/runs``                                      newest runs, newest first
 ``GET /api/runs/{uid}``                                geometry, dose, progress, results
 ``GET /api/runs/{uid}/positions/{i}``                  planned and measured positions (µm)
@@ -22,6 +23,10 @@ route                                                  what
 Pictures carry the image's box inside the PNG in the ``X-Image-Box`` header (left, top,
 right, bottom as fractions), so a click on a picture maps to a region of the array.
 Operators send the key in the ``X-API-Key`` header; everyone else may only read.
+
+Request bodies above ``max_body_bytes`` are refused with 413 while they are read
+(:mod:`services.api.limits`). Requests to Tiled time out (``tiled_timeout_s``); a Tiled that
+does not answer, after the client's retries, makes the request a 503 with one line.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -46,9 +52,11 @@ from starlette.websockets import WebSocketDisconnect
 from services.api import catalog
 from services.api.control import ControllerBusy, ScanController, ScanRequest
 from services.api.images import Picture, render
+from services.api.limits import BodyLimit
 from services.api.live import Hub, Watcher
 from services.api.settings import ApiSettings
 from services.validation import one_line
+from services.worker.tiled_io import first_line, is_transient
 
 STATIC = Path(__file__).parent / "static"
 
@@ -64,11 +72,21 @@ def plotly_bundle() -> Path:
 
 
 class Clients:
-    """One tiled client per thread (requests are served from a thread pool)."""
+    """One tiled client per thread (requests are served from a thread pool).
 
-    def __init__(self, uri: str, api_key: str | None, first: Any | None = None) -> None:
+    Parameters
+    ----------
+    uri, api_key : the Tiled server
+    first : a client for the calling thread (tests)
+    timeout_s : read and write timeout of the clients' requests
+    """
+
+    def __init__(
+        self, uri: str, api_key: str | None, first: Any | None = None, timeout_s: float = 30.0
+    ) -> None:
         self.uri = uri
         self.api_key = api_key
+        self.timeout_s = timeout_s
         self.local = threading.local()
         if first is not None:
             self.local.client = first
@@ -78,7 +96,7 @@ class Clients:
         if client is None:
             from services.worker.tiled_io import connect
 
-            client = connect(self.uri, self.api_key)
+            client = connect(self.uri, self.api_key, self.timeout_s)
             self.local.client = client
         return client
 
@@ -140,7 +158,7 @@ def create_app(
     if not settings.tiled_uri:
         raise ValueError("no Tiled server: set SPTYCHO_API_TILED_URI or pass --tiled-uri")
     hub = Hub()
-    clients = Clients(settings.tiled_uri, settings.tiled_api_key, client)
+    clients = Clients(settings.tiled_uri, settings.tiled_api_key, client, settings.tiled_timeout_s)
     pictures = PictureCache()
     watcher_holder: dict[str, Watcher] = {}
 
@@ -151,12 +169,18 @@ def create_app(
         hub.bind(asyncio.get_running_loop())
         # the first picture imports and sets up Matplotlib (seconds on a busy machine): now
         await asyncio.to_thread(render, np.zeros((8, 8)), pixel_size_m=1e-8)
+        uri, tiled_key, timeout = (
+            settings.tiled_uri,
+            settings.tiled_api_key,
+            settings.tiled_timeout_s,
+        )
         watcher = Watcher(
-            connect(settings.tiled_uri, settings.tiled_api_key),
+            None,
             hub,
             settings.poll_interval_s,
             settings.watch_runs,
             settings.results_key,
+            connect=lambda: connect(uri, tiled_key, timeout),
         )
         watcher_holder["w"] = watcher
         app.state.watcher = watcher
@@ -184,6 +208,7 @@ def create_app(
             allow_headers=["X-API-Key", "Content-Type"],
             expose_headers=["X-Image-Box"],
         )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost
     if controller is not None:
         controller.on_change = lambda state: hub.publish({"type": "scan", **state})
     key = settings.results_key
@@ -196,12 +221,25 @@ def create_app(
     async def bad_value(request: Request, err: ValueError) -> JSONResponse:
         return JSONResponse({"detail": str(err).splitlines()[0]}, 422)
 
+    @app.exception_handler(httpx.HTTPError)
+    async def tiled_failed(request: Request, err: httpx.HTTPError) -> JSONResponse:
+        if not is_transient(err):
+            raise err
+        return JSONResponse({"detail": f"Tiled did not answer: {first_line(err)}"}, 503)
+
+    def is_operator(x_api_key: str | None) -> bool:
+        return bool(
+            settings.key
+            and x_api_key
+            and secrets.compare_digest(x_api_key.encode(), settings.key.encode())
+        )
+
     def operator(x_api_key: str | None = Header(None)) -> None:
         if settings.key is None:
             raise HTTPException(403, "scans cannot be run from this page: no operator key is set")
         if not x_api_key:
             raise HTTPException(401, "operator key required to run scans (viewers may only read)")
-        if not secrets.compare_digest(x_api_key.encode(), settings.key.encode()):
+        if not is_operator(x_api_key):
             raise HTTPException(403, "wrong operator key")
 
     def scans() -> ScanController:
@@ -224,13 +262,15 @@ def create_app(
 
     # ------------------------------------------------------------------ REST
     @app.get("/api/health")
-    def health() -> dict[str, Any]:
-        return {
+    def health(x_api_key: str | None = Header(None)) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "status": "ok",
-            "tiled_uri": settings.tiled_uri,
             "beamline": controller is not None,
             "operator_actions": controller is not None and settings.key is not None,
         }
+        if is_operator(x_api_key):  # where the data live is for operators only
+            out["tiled_uri"] = settings.tiled_uri
+        return out
 
     @app.get("/api/runs")
     def runs(limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:

@@ -126,9 +126,21 @@ def positions(client: Any, uid: str, index: int) -> dict[str, Any]:
     -------
     ``{"planned": {"x": [...], "y": [...]}, "measured": {"x", "y", "order"}}``; planned
     positions come from the start document's geometry (raster or Fermat spiral about the
-    scan centre), measured ones from the sample stage readbacks in the primary stream.
+    scan centre), measured ones from the sample stage readbacks in the primary stream
+    (empty for a ptychogram not measured yet).
+
+    Raises
+    ------
+    KeyError
+        If there is no such run, or ``index`` is outside the run's ``n_ptychograms``.
     """
-    reader = RunReader(client, uid)
+    try:
+        reader = RunReader(client, uid)
+    except KeyError:
+        raise KeyError(f"no run {uid}") from None
+    n = int(reader.start.get("n_ptychograms") or 1)
+    if not 0 <= index < n:
+        raise KeyError(f"no ptychogram {index} in run {uid}: it has {n} (0..{n - 1})")
     g = reader.geometry
     planned: dict[str, list[float]] = {"x": [], "y": []}
     if g.get("area_m") and g.get("step_m"):

@@ -5,6 +5,12 @@ thread that called it, and after a pause it must be resumed or aborted from that
 thread, so every command after the start goes through a queue to it. Parameters are the
 plans' own pydantic models (:mod:`plans.parameters`), so the page gets exactly the checks
 the console gets.
+
+The state carries the RunEngine's notice (``RE.notices.current``: one line such as
+``"suspended: beam lost (ring 0.0 mA)"``, or None), read every ``notice_poll_s`` while a
+scan runs; a change of notice or of the RunEngine's state is published like any other.
+An abort asked for by an operator is not an error: bluesky's "Run aborted" record (logged
+with a traceback) becomes one info line (:class:`QuietAbort`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,39 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 log = logging.getLogger("sptycho.api")
+
+
+class QuietAbort(logging.Filter):
+    """Turn bluesky's "Run aborted" error record of a *requested* abort or halt into one
+    info line without traceback; a run that fails keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from bluesky.utils import PlanHalt, RequestAbort
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RequestAbort | PlanHalt) and record.getMessage() == "Run aborted":
+            record.msg, record.args = "run aborted on request (exit status abort)", None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+_QUIET_ABORT = QuietAbort()
+
+
+def quiet_requested_aborts() -> None:
+    """Install :class:`QuietAbort` on the ``bluesky`` logger (once per process)."""
+    bluesky_log = logging.getLogger("bluesky")
+    if _QUIET_ABORT not in bluesky_log.filters:
+        bluesky_log.addFilter(_QUIET_ABORT)
+
+
+def current_notice(RE: Any) -> str | None:
+    """The RunEngine's notice (``RE.notices.current``), or None when it has no notice board
+    or nothing to say."""
+    board = getattr(RE, "notices", None)
+    text = getattr(board, "current", None) if board is not None else None
+    return str(text) if text else None
 
 
 class ScanRequest(BaseModel):
@@ -42,8 +81,10 @@ class ScanController:
     Parameters
     ----------
     beamline : the devices (:func:`devices.beamline.make_beamline`)
-    RE : a RunEngine made for threads (``context_managers=[]``), writing to Tiled
+    RE : a RunEngine made for threads (``context_managers=[]``), writing to Tiled; its
+        ``notices`` attribute (optional) holds the current notice in ``.current``
     on_change : called with :meth:`state` whenever it changes (the app publishes it)
+    notice_poll_s : how often the notice and the RunEngine's state are read while busy
     """
 
     def __init__(
@@ -51,10 +92,13 @@ class ScanController:
         beamline: Any,
         RE: Any,
         on_change: Callable[[dict[str, Any]], None] | None = None,
+        notice_poll_s: float = 0.5,
     ) -> None:
         self.beamline = beamline
         self.RE = RE
         self.on_change = on_change
+        self.notice_poll_s = notice_poll_s
+        quiet_requested_aborts()
         self.current: dict[str, Any] | None = None
         self.last_uid: str | None = None
         self.last_error: str | None = None
@@ -62,6 +106,7 @@ class ScanController:
         self._commands: queue.Queue[str] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._published: tuple[str, str | None] | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -69,22 +114,35 @@ class ScanController:
         return self._thread is not None and self._thread.is_alive()
 
     def state(self) -> dict[str, Any]:
-        """``{"state": idle|running|paused, "plan", "started", "last_uid", "last_exit",
-        "last_error"}``."""
+        """``{"state": idle|running|paused (the RunEngine's while a scan is on), "plan",
+        "notice" (one line or None), "last_uid", "last_exit", "last_error"}``."""
         return {
             "state": str(self.RE.state) if self.busy else "idle",
             "plan": self.current,
+            "notice": current_notice(self.RE),
             "last_uid": self.last_uid,
             "last_exit": self.last_exit,
             "last_error": self.last_error,
         }
 
     def _changed(self) -> None:
+        state = self.state()
+        self._published = (state["state"], state["notice"])
         if self.on_change is not None:
             try:
-                self.on_change(self.state())
+                self.on_change(state)
             except Exception:  # noqa: BLE001 - a listener's failure is not the scan's
                 log.exception("scan state listener failed")
+
+    def _watch(self, thread: threading.Thread) -> None:
+        """While ``thread`` (the scan) lives, publish when the notice or state changes."""
+        while True:
+            thread.join(self.notice_poll_s)
+            if not thread.is_alive():
+                return  # the end of the scan is published by _after_end
+            now = (str(self.RE.state), current_notice(self.RE))
+            if now != self._published:
+                self._changed()
 
     # ------------------------------------------------------------------ commands
     def build_plan(self, request: ScanRequest) -> Any:
@@ -117,6 +175,9 @@ class ScanController:
             self.last_error = None
             self._thread = threading.Thread(target=self._run, args=(plan,), name="sptycho-scan")
             self._thread.start()
+            threading.Thread(
+                target=self._watch, args=(self._thread,), name="sptycho-scan-notice", daemon=True
+            ).start()
         deadline = time.monotonic() + 5.0
         while self.RE.state == "idle" and self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)

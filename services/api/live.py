@@ -25,10 +25,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from services.api.catalog import frames_landed, run_summary
 from services.worker.stack_analysis import STACK_KEY
+from services.worker.tiled_io import Backoff
 
 log = logging.getLogger("sptycho.api")
 
@@ -82,13 +84,19 @@ class Hub:
 class Watcher:
     """Poll Tiled in a thread and publish what changed (see the module docstring).
 
+    While Tiled does not answer, the watcher logs one line, polls again with growing waits
+    (up to ``max_wait_s``) and logs one more line when Tiled is back.
+
     Parameters
     ----------
-    client : tiled client of the catalog root (this thread's own)
+    client : tiled client of the catalog root (this thread's own); None: made by ``connect``
     hub : where messages go
     poll_interval_s : seconds between polls
     watch_runs : how many of the newest runs are followed
     results_key : the runs' reconstruction container
+    max_wait_s : longest wait between polls while Tiled is unreachable
+    connect : makes the client when there is none (called in the watcher's thread, and
+        again after a failure to connect)
     """
 
     def __init__(
@@ -98,8 +106,14 @@ class Watcher:
         poll_interval_s: float = 0.5,
         watch_runs: int = 3,
         results_key: str = "recon",
+        max_wait_s: float = 10.0,
+        connect: Callable[[], Any] | None = None,
     ) -> None:
+        if client is None and connect is None:
+            raise ValueError("Watcher needs a client or a way to connect")
         self.client = client
+        self.connect = connect
+        self.max_wait_s = max_wait_s
         self.hub = hub
         self.poll_interval_s = poll_interval_s
         self.watch_runs = watch_runs
@@ -139,6 +153,8 @@ class Watcher:
 
     def poll_once(self) -> list[dict[str, Any]]:
         """One look at Tiled; returns (and publishes) the messages of what changed."""
+        if self.client is None and self.connect is not None:
+            self.client = self.connect()
         keys = list(self.client.keys())[-self.watch_runs :]
         messages: list[dict[str, Any]] = []
         new_state: dict[str, Any] = {}
@@ -171,14 +187,15 @@ class Watcher:
 
     # ------------------------------------------------------------------ lifetime
     def _loop(self) -> None:
+        backoff = Backoff("live watcher", self.poll_interval_s, self.max_wait_s, log)
         while not self._stop.is_set():
+            wait = self.poll_interval_s
             try:
                 self.poll_once()
-            except Exception as err:  # noqa: BLE001 - Tiled hiccup: try again next round
-                log.warning(
-                    "watcher poll failed: %s", str(err).splitlines()[0] if str(err) else err
-                )
-            self._stop.wait(self.poll_interval_s)
+                backoff.succeeded()
+            except Exception as err:  # noqa: BLE001 - Tiled away or hiccup: try again
+                wait = backoff.failed(err)
+            self._stop.wait(wait)
 
     def start(self) -> Watcher:
         self._thread = threading.Thread(target=self._loop, name="sptycho-api-watcher", daemon=True)

@@ -21,6 +21,11 @@ class ApiSettings(BaseSettings):
     poll_interval_s : how often Tiled is asked what is new for the WebSocket updates
     watch_runs : how many of the newest runs are followed live
     results_key : container, inside each run, that holds its reconstructions
+    tiled_timeout_s : read and write timeout of every request to Tiled (connecting: 5 s);
+        what Tiled does not answer in time (after the client's retries) is a 503
+    max_body_bytes : largest request body accepted (bytes); a bigger one is refused with
+        413, from its ``Content-Length`` before reading, or once that many bytes of a
+        chunked body have arrived
     """
 
     model_config = SettingsConfigDict(env_prefix="SPTYCHO_API_", extra="ignore")
@@ -34,3 +39,5 @@ class ApiSettings(BaseSettings):
     poll_interval_s: float = Field(0.5, gt=0.0, le=30.0)
     watch_runs: int = Field(3, ge=1, le=100)
     results_key: str = Field("recon", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    tiled_timeout_s: float = Field(30.0, gt=0.0, le=600.0)
+    max_body_bytes: int = Field(1_000_000, ge=1)

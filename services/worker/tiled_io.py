@@ -79,7 +79,7 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, httpx.TransportError)
 
 
-def one_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     """The first line of an exception's message (its type when it has none)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -123,9 +123,9 @@ class Backoff:
         if self.failures == 0:
             self.since = time.monotonic()
             if is_transient(err):
-                what = f"Tiled unreachable ({one_line(err)})"
+                what = f"Tiled unreachable ({first_line(err)})"
             else:
-                what = f"failed ({type(err).__name__}: {one_line(err)})"
+                what = f"failed ({type(err).__name__}: {first_line(err)})"
             self.log.warning("%s: %s; trying again with backoff", self.what, what)
         wait = min(self.max_s, self.first_s * 2.0**self.failures)
         self.failures += 1

@@ -334,7 +334,9 @@ def test_a_stuck_frame_is_taken_again_and_a_stuck_camera_fails_naming_it(beamlin
         assert int(caget(ioc, "fault:camera_timeout")) == 0
         caput(ioc, "fault:camera_timeout", 10)  # stuck for good: every attempt fails
         st = camera.trigger()
-        with pytest.raises(CameraFaultError, match=r"camera: no frame within .*\(4 attempts\); check the camera"):
+        with pytest.raises(
+            CameraFaultError, match=r"camera: no frame within .*\(4 attempts\); check the camera"
+        ):
             st.wait(20)
         assert camera.retried == retried0 + 4
         caput(ioc, "fault:camera_timeout", 0)

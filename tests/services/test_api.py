@@ -2,6 +2,7 @@
 holds a replayed 2-energy x LH/LV run reconstructed by the real worker."""
 
 import io
+import logging
 import time
 
 import numpy as np
@@ -210,3 +211,157 @@ def test_render_puts_a_scale_bar_in_the_image():
     a = np.asarray(Image.open(io.BytesIO(with_bar.png)).convert("L"), dtype=float)
     b = np.asarray(Image.open(io.BytesIO(without.png)).convert("L"), dtype=float)
     assert a.shape == b.shape and np.abs(a - b).sum() > 1000  # the white bar and its label
+
+
+# ---------------------------------------------------------------- limits, errors, notices
+class _CountPlan(ScanController):
+    """The real controller and RunEngine on a real bluesky plan (a count of ophyd's
+    simulated detector), so that scans can run without the beamline IOC."""
+
+    def __init__(self, RE, num=400):
+        super().__init__(beamline=None, RE=RE, notice_poll_s=0.1)
+        self.num = num
+
+    def build_plan(self, request):
+        import bluesky.plans as bp
+        from ophyd.sim import det
+
+        return bp.count([det], num=self.num, delay=0.05)
+
+
+class _Board:
+    """What the session attaches as ``RE.notices``: the current one-line notice."""
+
+    current = None
+
+
+def test_big_bodies_are_refused_before_they_are_read(api):
+    headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
+    t0 = time.monotonic()
+    r = api.post("/api/scan", content=b" " * 60_000_000, headers=headers)
+    assert r.status_code == 413 and time.monotonic() - t0 < 10
+    assert r.json()["detail"] == (
+        "request body too large (60000000 bytes): the limit is 1000000 bytes"
+    )
+
+    def chunked():  # no Content-Length: the bytes are counted as they come
+        for _ in range(30):
+            yield b" " * 100_000
+
+    r = api.post("/api/scan", content=chunked(), headers=headers)
+    assert r.status_code == 413 and "more than 1000000 bytes" in r.json()["detail"]
+    # a body under the limit goes through to the app (whose checks answer)
+    small = {"kind": "stack", "params": {"energies": [5000.0]}}
+    assert api.post("/api/scan", json=small, headers={"X-API-Key": KEY}).status_code == 409
+
+
+def test_a_chunked_body_stops_being_read_at_the_limit(tiled, run_uid):
+    import asyncio
+
+    app = _app(tiled, settings={"key": KEY, "max_body_bytes": 250_000})
+    pulled, sent = [], []
+
+    async def receive():
+        pulled.append(1)
+        return {"type": "http.request", "body": b"x" * 100_000, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/scan",
+        "raw_path": b"/api/scan",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"transfer-encoding", b"chunked"), (b"x-api-key", KEY.encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert len(pulled) == 3  # 300 kB > 250 kB: not one chunk more (the stream is endless)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+
+
+def test_positions_of_a_ptychogram_out_of_range_are_404(api, run_uid):
+    for index in (4, 10**30, -1):
+        r = api.get(f"/api/runs/{run_uid}/positions/{index}")
+        assert r.status_code == 404, (index, r.text)
+        assert r.json()["detail"] == f"no ptychogram {index} in run {run_uid}: it has 4 (0..3)"
+    assert api.get(f"/api/runs/{run_uid}/positions/3").status_code == 200
+    r = api.get("/api/runs/nope/positions/0")
+    assert r.status_code == 404 and r.json()["detail"] == "no run nope"
+
+
+def test_health_shows_the_tiled_uri_to_operators_only(api, tiled):
+    anonymous = api.get("/api/health").json()
+    assert anonymous["status"] == "ok" and "tiled_uri" not in anonymous
+    wrong = api.get("/api/health", headers={"X-API-Key": "wrong-key-123"}).json()
+    assert "tiled_uri" not in wrong
+    operator = api.get("/api/health", headers={"X-API-Key": KEY}).json()
+    assert operator["tiled_uri"] == tiled.uri
+
+
+def test_an_abort_is_one_info_line_not_a_traceback(tiled, run_uid, caplog):
+    controller = _CountPlan(RunEngine({}, context_managers=[]))
+    with TestClient(_app(tiled, settings={"key": KEY}, controller=controller)) as api:
+        op = {"X-API-Key": KEY}
+        assert api.post("/api/scan", json={"kind": "stack"}, headers=op).json()["state"] == (
+            "running"
+        )
+        time.sleep(0.3)
+        with caplog.at_level(logging.INFO):
+            state = api.post("/api/scan/abort", headers=op).json()
+            time.sleep(0.3)
+    assert state["state"] == "idle" and state["last_exit"] == "abort"
+    assert not [r for r in caplog.records if r.exc_info or r.exc_text]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    said = [r for r in caplog.records if r.name in ("bluesky", "sptycho.api")]
+    aborted = [r for r in said if "abort" in r.getMessage().lower()]
+    assert [(r.levelname, r.getMessage()) for r in aborted] == [
+        ("INFO", "run aborted on request (exit status abort)")
+    ]
+
+
+def test_scan_state_carries_the_notice_and_publishes_its_changes(tiled, run_uid):
+    RE = RunEngine({}, context_managers=[])
+    RE.notices = _Board()
+    controller = _CountPlan(RE)
+    with TestClient(_app(tiled, settings={"key": KEY}, controller=controller)) as api:
+        op = {"X-API-Key": KEY}
+        assert api.get("/api/scan").json()["notice"] is None
+        with api.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            api.post("/api/scan", json={"kind": "stack"}, headers=op)
+            lost = "suspended: beam lost (ring 0.0 mA)"
+            RE.notices.current = lost
+            scan = _next_scan(ws, lambda m: m["notice"] == lost)
+            assert scan["state"] == "running"
+            assert api.get("/api/scan").json()["notice"] == lost
+            paused = api.post("/api/scan/pause", headers=op).json()
+            assert paused["state"] == "paused" and paused["notice"] == lost
+            RE.notices.current = None  # cleared while paused: published too
+            scan = _next_scan(ws, lambda m: m["notice"] is None)
+            assert scan["state"] == "paused"
+            api.post("/api/scan/abort", headers=op)
+    del RE.notices  # a RunEngine without a notice board: no notice, no error
+    assert controller.state()["notice"] is None
+
+
+def test_the_page_has_a_place_for_the_notice(api):
+    page = api.get("/").text
+    assert 'id="scan-notice"' in page and "hidden" in page.split('id="scan-notice"')[1][:40]
+    js = api.get("/static/app.js").text
+    assert "state.notice" in js
+
+
+def _next_scan(ws, condition, limit=40):
+    for _ in range(limit):
+        m = ws.receive_json()
+        if m["type"] == "scan" and condition(m):
+            return m
+    raise AssertionError("no such scan message")

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from bluesky.plans import count
-from ophyd.sim import SynGauss, SynAxis
+from ophyd.sim import SynAxis, SynGauss
 
 from services.acquisition import make_run_engine
 from services.delivery import DocumentJournal, TiledDelivery

@@ -1,6 +1,6 @@
 """The worker against a real (embedded) Tiled server, fed by replayed documents: results
 land next to the run, bad frames are masked and reported, a restarted worker skips what is
-done."""
+done, and the Dask executor runs the same task."""
 
 import threading
 import time

@@ -301,6 +301,11 @@ async function scanAction(path, body) {
 function showScan(state) {
   $("scan-state").textContent = `scan: ${state.state}`;
   $("scan-state").dataset.state = state.state;
+  // a beam loss, a camera fault: one line next to the controls until the RunEngine clears it
+  const notice = $("scan-notice");
+  notice.textContent = state.notice || "";
+  notice.hidden = !state.notice;
+  $("scan-state").classList.toggle("alert", Boolean(state.notice));
 }
 
 $("scan-start").onclick = () => scanAction("/api/scan", scanRequest());
