@@ -158,3 +158,30 @@ def test_embedded_tiled_dying_mid_scan_the_run_is_completed(session):
     assert_complete(session, uid)
     run = server.client()[uid]
     assert run["dark"]["camera_image"].shape[0] == 3
+
+
+def test_short_dark_series_reaches_tiled_before_the_run_ends(session):
+    """3 dark frames (fewer than any write batch) are in Tiled while the raster still runs."""
+    RE = session.RE
+    seen: dict = {}
+
+    def check_dark():
+        client = session.server.client()
+        uid = next(reversed(list(client.keys())))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            run = client[uid]
+            if "dark" in run and "camera_image" in run["dark"]:
+                seen["dark"] = run["dark"]["camera_image"].shape[0]
+                seen["stopped"] = bool(run.metadata.get("stop"))
+                if seen["dark"] == 3:
+                    return
+            time.sleep(0.2)
+
+    after_events(RE, 2, check_dark)
+    try:
+        (uid,) = RE(defocused_raster(session.beamline, RASTER, guard=RE.guard))
+    finally:
+        RE.unsubscribe(RE._sptycho_token)
+    assert seen == {"dark": 3, "stopped": False}
+    assert_complete(session, uid)
