@@ -5,14 +5,15 @@ local disk (:class:`DocumentJournal`, one JSON-lines file per run, flushed per d
 fsync'ed at least every half second and at the end of a run) and hands it to a thread that
 writes it into Tiled. When Tiled does not answer (a restart, an upgrade, the embedded
 server dying) the thread keeps the documents, waits with a growing back-off, and when
-Tiled is back it *replays* the run: the run's event streams already in Tiled are deleted
-(never the run node itself, nor the reconstructions the worker wrote inside it) and every
-document of the run is written again from the journal, in order, then delivery goes on.
-That makes delivery exactly-once whatever the failed request had already done on the
-server. A run whose documents are all in Tiled is marked delivered; runs left pending (a
-session that ended while Tiled was down, a process that crashed) are delivered by the next
-session (:meth:`TiledDelivery.deliver_pending`); a run whose acquisition process died
-before its stop document gets one saying so.
+Tiled is back it *replays* the run from the journal into a writer that writes only what
+Tiled lacks (existing containers are reused, event rows already there are skipped by
+``seq_num``, array shapes only grow), then delivery goes on. That makes delivery
+exactly-once and in order whatever the failed request had already done on the server, and
+a reader (the worker) never sees a stream shrink. A run whose documents are all in Tiled
+is marked delivered; runs left pending (a session that ended while Tiled was down, a
+process that crashed) are delivered by the next session
+(:meth:`TiledDelivery.deliver_pending`); a run whose acquisition process died before its
+stop document gets one saying so.
 
 This is NSLS-II's decoupling of the RunEngine from the data store, written for this
 project: the writer is bluesky-tiled-plugins' run writer (batch size 1, so every frame and
@@ -38,6 +39,7 @@ import numpy as np
 log = logging.getLogger("sptycho.delivery")
 
 #: The run writer's private API is used (subclassed): keep the dependency pinned to 2.0.x.
+from bluesky_tiled_plugins.writing.consolidators import consolidator_factory  # noqa: E402
 from bluesky_tiled_plugins.writing.tiled_writer import (  # noqa: E402
     RunNormalizer,
     _RunWriter,
@@ -138,7 +140,19 @@ class DocumentJournal:
 
 
 class _ResumingRunWriter(_RunWriter):
-    """The Tiled run writer, able to go on with a run node that exists already."""
+    """The Tiled run writer, able to go on with a run that is partly in Tiled already.
+
+    Replaying a run's documents into it writes only what Tiled lacks: the run and stream
+    containers, the event table and the camera arrays that exist are reused; event rows
+    whose ``seq_num`` the table holds already are not appended again, and an external
+    array's shape is only ever grown. So a reader never sees a stream shrink or vanish, and
+    nothing is written twice whatever the failed request had done on the server.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rows_in_tiled: dict[str, int] = {}  # stream name -> rows its table has
+        self._frames_in_tiled: dict[str, int] = {}  # sres uid -> length of its array
 
     def start(self, doc: dict) -> None:
         uid = doc["uid"]
@@ -147,6 +161,47 @@ class _ResumingRunWriter(_RunWriter):
             self.root_node = self.client[uid]
             return
         super().start(doc)
+
+    def descriptor(self, doc: dict) -> None:
+        name = doc["name"]
+        if name in self._desc_nodes or name not in self.root_node:
+            super().descriptor(doc)
+            return
+        self.data_keys.update(doc.get("data_keys", {}))
+        node = self.root_node[name].base
+        self._desc_nodes[doc["uid"]] = self._desc_nodes[name] = node
+        if "internal" in node:
+            table = node["internal"]
+            self._internal_tables[name] = table
+            self._rows_in_tiled[name] = len(table.read(["seq_num"]))
+
+    def _append_with_retry(self, df_client: Any, table: Any, desc_name: str) -> None:
+        have = self._rows_in_tiled.get(desc_name, 0)
+        if have:
+            seq = np.asarray(table["seq_num"].to_numpy())
+            keep = np.flatnonzero(seq > have)
+            if keep.size == 0:
+                return
+            table = table.take(keep)
+        super()._append_with_retry(df_client, table, desc_name)
+
+    def get_sres_node(self, sres_uid: str, desc_uid: str | None = None) -> Any:
+        if sres_uid not in self._sres_nodes and sres_uid in self._stream_resource_cache:
+            sres_doc = self._stream_resource_cache[sres_uid]
+            desc_node = self._desc_nodes[desc_uid]
+            full_key = f"{desc_node.item['id']}_{sres_doc['data_key']}"
+            if full_key not in self._sres_nodes and sres_doc["data_key"] in desc_node:
+                consolidator = consolidator_factory(sres_doc, desc_node.metadata)
+                node = desc_node[sres_doc["data_key"]]
+                self._frames_in_tiled[sres_uid] = int(node.shape[0])
+                self._consolidators[sres_uid] = self._consolidators[full_key] = consolidator
+                self._sres_nodes[sres_uid] = self._sres_nodes[full_key] = node
+        return super().get_sres_node(sres_uid, desc_uid)
+
+    def _write_external_data(self, doc: dict) -> None:
+        node, consolidator, patch = self._update_consolidator(doc)
+        if consolidator.shape[0] > self._frames_in_tiled.get(doc["stream_resource"], 0):
+            self._update_data_source_for_node(node, consolidator.get_data_source(), patch)
 
     def flush(self) -> None:
         """Write whatever the writer still holds in its batches."""
@@ -347,25 +402,18 @@ class TiledDelivery:
         return self._chains[uid]
 
     def _replay(self, uid: str, upto: int) -> None:
-        """Delete the run's streams in Tiled and write its documents ``0..upto`` again."""
-        client = self._client
+        """Write the run's documents ``0..upto`` again; what Tiled has already is kept."""
         docs = list(self.journal.documents(uid))[: upto + 1]
-        streams = {d["name"] for n, d in docs if n == "descriptor"}
-        if uid in client:
-            run = client[uid]
-            for stream in streams:
-                if stream in run:
-                    run[stream].delete(recursive=True, external_only=False)
-        chain = _RunChain(client, batch_size=self.replay_batch)
-        for n, d in docs[:-1] if docs and docs[-1][0] == "stop" else docs:
+        chain = _RunChain(self._client, batch_size=self.replay_batch)
+        ends = bool(docs) and docs[-1][0] == "stop"
+        for n, d in docs[:-1] if ends else docs:
             chain(n, d)
         chain.writer.flush()
         chain.writer._batch_size = 1
-        last = len(docs) - 1
-        if docs and docs[-1][0] == "stop":
+        if ends:
             chain(*docs[-1])
         self._chains[uid] = chain
-        self._delivered[uid] = last
+        self._delivered[uid] = len(docs) - 1
         self._stale.discard(uid)
         self.replays += 1
-        log.warning("run %s: %d documents written again from the journal", uid[:8], len(docs))
+        log.warning("run %s: delivery resumed from the journal (%d documents)", uid[:8], len(docs))
