@@ -61,6 +61,13 @@ class NoticeBoard(logging.Handler):
             self.echo(text if text is not None else "resumed")
 
 
+def _value_or_none(signal: Any) -> float | None:
+    try:
+        return float(signal.get())
+    except Exception:  # noqa: BLE001 - a disconnected monitor reads as "unknown"
+        return None
+
+
 class BeamSuspender(SuspendFloor):
     """Suspend while ``signal`` is below ``threshold``; wait for the beam in the pre-plan.
 
@@ -105,6 +112,10 @@ class BeamSuspender(SuspendFloor):
         return super()._should_suspend(value)
 
     def reason(self) -> str:
+        """``beam lost (ring 0.0 mA)``: the ring current first when both are low."""
+        ring = _value_or_none(self._monitor.ring_current)
+        if ring is not None and ring < self._guard.ring_min_ma:
+            return f"beam lost (ring {ring:.1f} mA)"
         value = self._value if self._value is not None else float("nan")
         return f"beam lost ({self._what.format(value)})"
 
@@ -150,23 +161,15 @@ def beam_guard_from_env() -> BeamGuard:
 def install_beam_suspenders(RE: RunEngine, beamline: Any, guard: BeamGuard) -> list:
     """Suspenders on the ring current and on I0 (thresholds from ``guard``)."""
     m = beamline.monitor
+    watched = (
+        (m.ring_current, guard.ring_min_ma, "ring {:.1f} mA"),
+        (m.i0, guard.i0_min_ph_s, "I0 {:.3g} ph/s"),
+    )
     suspenders = [
         BeamSuspender(
-            m.ring_current,
-            guard.ring_min_ma,
-            what="ring {:.1f} mA",
-            monitor=m,
-            shutter=beamline.shutter,
-            guard=guard,
-        ),
-        BeamSuspender(
-            m.i0,
-            guard.i0_min_ph_s,
-            what="I0 {:.3g} ph/s",
-            monitor=m,
-            shutter=beamline.shutter,
-            guard=guard,
-        ),
+            signal, threshold, what=what, monitor=m, shutter=beamline.shutter, guard=guard
+        )
+        for signal, threshold, what in watched
     ]
     for s in suspenders:
         RE.install_suspender(s)
