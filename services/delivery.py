@@ -242,7 +242,9 @@ class TiledDelivery:
         an outage)
     journal : where documents are kept
     backoff_s : waits between attempts while Tiled does not answer (the last repeats)
-    replay_batch : events per write when a run is replayed from the journal
+    replay_batch : the most events per write, when delivery catches up (after an outage, or
+        when Tiled is slower than the scan)
+    flush_interval_s : the longest a delivered event waits in a batch before it is written
     on_change : called with :meth:`status` when delivery stalls or recovers
     """
 
@@ -253,12 +255,14 @@ class TiledDelivery:
         *,
         backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0),
         replay_batch: int = 50,
+        flush_interval_s: float = 0.5,
         on_change: Callable[[dict], None] | None = None,
     ) -> None:
         self.connect = connect
         self.journal = journal
         self.backoff_s = backoff_s
         self.replay_batch = replay_batch
+        self.flush_interval_s = flush_interval_s
         self.on_change = on_change
         self._client: Any = None
         self._chains: dict[str, _RunChain] = {}
@@ -267,6 +271,10 @@ class TiledDelivery:
         self._queue: queue.Queue = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
+        self._pending_n = 0  # documents queued and not yet handed to a writer
+        self._unflushed: dict[str, int] = {}  # uid -> last document waiting in a batch
+        self._last_flush = 0.0
+        self._count_lock = threading.Lock()
         self._stop = threading.Event()
         self.outage_since: float | None = None
         self.last_error: str | None = None
@@ -279,14 +287,19 @@ class TiledDelivery:
         uid, index = self.journal.append(name, doc)
         if uid is None:
             return
-        self._idle.clear()
-        self._queue.put((uid, index, name, doc))
+        self._enqueue((uid, index, name, doc))
+
+    def _enqueue(self, item: tuple) -> None:
+        with self._count_lock:
+            self._pending_n += 1
+            self._idle.clear()
+        self._queue.put(item)
 
     def status(self) -> dict[str, Any]:
         """``connected``, ``waiting`` (documents not yet in Tiled), ``outage_s``, ``last_error``."""
         return {
             "connected": self.outage_since is None,
-            "waiting": self._queue.qsize(),
+            "waiting": self._pending_n,
             "outage_s": None if self.outage_since is None else time.time() - self.outage_since,
             "last_error": self.last_error,
             "replays": self.replays,
@@ -323,9 +336,8 @@ class TiledDelivery:
                 with open(self.journal.path(uid), "a", encoding="utf-8") as f:
                     f.write(json.dumps({"name": "stop", "doc": stop}) + "\n")
                 docs.append(("stop", stop))
-            self._idle.clear()
             self._stale.add(uid)
-            self._queue.put((uid, len(docs) - 1, "stop", docs[-1][1]))
+            self._enqueue((uid, len(docs) - 1, "stop", docs[-1][1]))
 
     # ------------------------------------------------------------------ delivery thread
     def _changed(self) -> None:
@@ -337,23 +349,51 @@ class TiledDelivery:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            item = self._queue.get()
+            wait = self.flush_interval_s if self._unflushed else None
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:  # a quiet moment: what waits in the batches goes now
+                for uid, index in list(self._unflushed.items()):
+                    self._deliver(uid, index, "flush", None)
+                self._settle()
+                continue
             if item is None:
                 break
             self._deliver(*item)
-            if self._queue.empty():
+            with self._count_lock:
+                self._pending_n -= 1
+            self._settle()
+
+    def _settle(self) -> None:
+        """Mark delivery idle when nothing is queued and nothing waits in a batch."""
+        with self._count_lock:
+            if self._pending_n == 0 and not self._unflushed:
                 self._idle.set()
 
-    def _deliver(self, uid: str, index: int, name: str, doc: dict) -> None:
+    def _deliver(self, uid: str, index: int, name: str, doc: dict | None) -> None:
+        """Hand document ``index`` of run ``uid`` to its writer (``name == "flush"``: write
+        what the writer holds); retried, with a replay from the journal, until Tiled takes it.
+        """
         attempt = 0
         while not self._stop.is_set():
             try:
                 if self._delivered.get(uid, -1) >= index:
+                    self._unflushed.pop(uid, None)
                     return  # a replay wrote it already
                 chain = self._chain(uid, index)
-                if self._delivered.get(uid, -1) < index:
+                if name != "flush" and self._delivered.get(uid, -1) < index:
                     chain(name, doc)
+                    self._unflushed[uid] = index
+                # Events wait in the writer's batches while documents keep coming, and are
+                # written at least every flush_interval_s: big writes when delivery is
+                # behind, a frame in Tiled within a fraction of a second when it keeps up.
+                due = time.monotonic() - self._last_flush >= self.flush_interval_s
+                if name in ("stop", "flush") or due:
+                    if name != "stop":
+                        chain.writer.flush()
+                    self._last_flush = time.monotonic()
                     self._delivered[uid] = index
+                    self._unflushed.pop(uid, None)
                 if name == "stop":
                     self.journal.mark_delivered(uid)
                     self._chains.pop(uid, None)
@@ -398,7 +438,7 @@ class TiledDelivery:
         if uid in self._stale:
             self._replay(uid, index)
         if uid not in self._chains:
-            self._chains[uid] = _RunChain(self._client, batch_size=1)
+            self._chains[uid] = _RunChain(self._client, batch_size=self.replay_batch)
         return self._chains[uid]
 
     def _replay(self, uid: str, upto: int) -> None:
@@ -409,7 +449,6 @@ class TiledDelivery:
         for n, d in docs[:-1] if ends else docs:
             chain(n, d)
         chain.writer.flush()
-        chain.writer._batch_size = 1
         if ends:
             chain(*docs[-1])
         self._chains[uid] = chain
