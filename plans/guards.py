@@ -81,7 +81,8 @@ def notice(text: str | None) -> None:
         notice_log.warning(text, extra={"notice": text})
 
 
-def _value(signal: Any) -> float | None:
+def signal_value(signal: Any) -> float | None:
+    """The signal's value as a float, None when it cannot be read."""
     try:
         return float(signal.get())
     except Exception:  # noqa: BLE001 - a disconnected monitor reads as "unknown"
@@ -90,7 +91,7 @@ def _value(signal: Any) -> float | None:
 
 def beam_problem(monitor: Any, guard: BeamGuard) -> str | None:
     """The guard's verdict on the monitor's current ring current and I0."""
-    return guard.problem(_value(monitor.ring_current), _value(monitor.i0))
+    return guard.problem(signal_value(monitor.ring_current), signal_value(monitor.i0))
 
 
 def wait_for_beam(monitor: Any, guard: BeamGuard, *, poll_s: float = 0.2) -> Plan:

@@ -25,7 +25,7 @@ from typing import Any
 from bluesky import RunEngine
 from bluesky.suspenders import SuspendFloor
 
-from plans.guards import BeamGuard, notice, notice_log, wait_for_beam
+from plans.guards import BeamGuard, notice, notice_log, signal_value, wait_for_beam
 
 log = logging.getLogger("sptycho.acquisition")
 
@@ -59,13 +59,6 @@ class NoticeBoard(logging.Handler):
                 self.history = [*self.history, (time.time(), text)][-self.keep :]
         if self.echo is not None:
             self.echo(text if text is not None else "resumed")
-
-
-def _value_or_none(signal: Any) -> float | None:
-    try:
-        return float(signal.get())
-    except Exception:  # noqa: BLE001 - a disconnected monitor reads as "unknown"
-        return None
 
 
 class BeamSuspender(SuspendFloor):
@@ -113,7 +106,7 @@ class BeamSuspender(SuspendFloor):
 
     def reason(self) -> str:
         """``beam lost (ring 0.0 mA)``: the ring current first when both are low."""
-        ring = _value_or_none(self._monitor.ring_current)
+        ring = signal_value(self._monitor.ring_current)
         if ring is not None and ring < self._guard.ring_min_ma:
             return f"beam lost (ring {ring:.1f} mA)"
         value = self._value if self._value is not None else float("nan")

@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 log = logging.getLogger("sptycho.delivery")
@@ -226,11 +225,10 @@ class _RunChain:
 
 
 def is_transient(err: BaseException) -> bool:
-    """True for errors that a later attempt can cure (server down, restarting, overloaded)."""
-    if isinstance(err, httpx.HTTPStatusError):
-        code = err.response.status_code
-        return code >= 500 or code in (408, 429)
-    return isinstance(err, httpx.TransportError | ConnectionError | TimeoutError | OSError)
+    """The worker's test (server down, restarting, overloaded), plus OS-level errors."""
+    from services.worker.tiled_io import is_transient as tiled_transient
+
+    return tiled_transient(err) or isinstance(err, ConnectionError | TimeoutError | OSError)
 
 
 class TiledDelivery:
