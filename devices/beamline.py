@@ -17,6 +17,7 @@ from devices.beam import BeamMonitor, Shutter
 from devices.camera import SCMOSCamera
 from devices.motors import OSAStage, SampleStage, ZonePlateStage
 from devices.optics import EnergyFocus, Polarization, ZonePlateOptics
+from devices.scanner import PiezoScanner
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Beamline:
     shutter : exit shutter
     monitor : I0 flux and ring current
     camera : sCMOS camera with HDF5 file writer
+    scanner : piezo scan controller (hardware-timed trajectories on ``sample.fx/fy``,
+        camera triggers, encoder capture)
     """
 
     sample: SampleStage
@@ -44,6 +47,7 @@ class Beamline:
     shutter: Shutter
     monitor: BeamMonitor
     camera: SCMOSCamera
+    scanner: PiezoScanner
 
     def devices(self) -> list[Device]:
         """Every device, in field order."""
@@ -128,6 +132,7 @@ def make_beamline(
         camera=SCMOSCamera(
             prefix, name="camera", write_dir=data_dir, read_dir=read_dir, **camera_kwargs
         ),
+        scanner=PiezoScanner(f"{prefix}scan:", name="scanner"),
     )
     if connect:
         bl.wait_for_connection(timeout)

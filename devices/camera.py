@@ -77,6 +77,8 @@ class CamDriver(Device):
     image_mode = _rw("ImageMode", string=True)
     num_images = _rw("NumImages")
     trigger_mode = Cpt(EpicsSignal, "TriggerMode", string=True, kind="config")
+    readout_time = Cpt(EpicsSignalRO, "ReadoutTime_RBV", kind="config")
+    missed_triggers = Cpt(EpicsSignalRO, "MissedTriggers_RBV", kind="omitted")
     detector_state = Cpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted")
     status_message = Cpt(EpicsSignalRO, "StatusMessage_RBV", string=True, kind="omitted")
     array_counter = _rw("ArrayCounter", kind="normal")
@@ -154,6 +156,7 @@ class SCMOSCamera(Device):
         self._datum_ts = 0.0
         self._lock = threading.Lock()
         self.file_name: str | None = None
+        self._external = False
 
     @property
     def image_key(self) -> str:
@@ -185,6 +188,8 @@ class SCMOSCamera(Device):
 
     def _open_file(self) -> None:
         h = self.hdf5
+        if self.cam.acquire.get(use_monitor=False):  # armed for a fly scan, or stuck
+            self.cam.acquire.put(0, wait=True)
         if h.capture.get(use_monitor=False) == "Capture":
             h.capture.put("Done", wait=True)
             self._wait_value(h.capture, "Done")
@@ -202,6 +207,7 @@ class SCMOSCamera(Device):
         self.cam.image_mode.put("Single", wait=True)
         self.cam.num_images.put(1, wait=True)
         self.cam.trigger_mode.put("Internal", wait=True)
+        self._external = False
         h.capture.put("Capture", wait=True)
         self._wait_value(h.capture, "Capture")
         full = str(h.full_file_name.get(use_monitor=False))
@@ -326,6 +332,57 @@ class SCMOSCamera(Device):
                 self._attempt(outer, attempt + 1)
         except Exception as err:  # noqa: BLE001 - reported through the status
             _finish(outer, CameraFaultError(f"{self.name}: cannot re-trigger: {err}"))
+
+    # -- triggered streaming (fly scans) -----------------------------------------------------
+    def arm(self, frames: int) -> None:
+        """Wait for ``frames`` external triggers; each frame goes to record ``accepted + k``.
+
+        The camera is switched to external triggering (``TriggerMode External``,
+        ``ImageMode Multiple``); :meth:`disarm` switches it back for step scans.
+        """
+        if self._bundle is None:
+            raise RuntimeError(f"{self.name} is not staged: stage it before arming")
+        self.cam.acquire.put(0, wait=True)
+        self._wait_value(self.cam.acquire, 0)
+        self.hdf5.next_record.put(self.accepted, wait=True)
+        if not self._external:
+            self.cam.trigger_mode.put("External", wait=True)
+            self.cam.image_mode.put("Multiple", wait=True)
+            self._external = True
+        self.cam.num_images.put(int(frames), wait=True)
+        self.cam.acquire.put(1, wait=True)
+        self._wait_value(self.cam.detector_state, "Waiting")
+
+    def disarm(self) -> None:
+        """Stop waiting for triggers; back to one internally triggered frame per trigger()."""
+        self.cam.acquire.put(0, wait=True)
+        self.cam.trigger_mode.put("Internal", wait=True)
+        self.cam.image_mode.put("Single", wait=True)
+        self.cam.num_images.put(1, wait=True)
+        self._external = False
+
+    def captured(self) -> int:
+        """Frames in the current file (the writer's ``NumCaptured_RBV``)."""
+        return int(self.hdf5.num_captured.get(use_monitor=False))
+
+    def dropped(self) -> int:
+        """Frames the writer dropped since the IOC started."""
+        return int(self.hdf5.dropped_arrays.get(use_monitor=False))
+
+    def stream_resource(self) -> dict[str, Any]:
+        """StreamResource fields of the current file (for flyers that emit StreamDatum)."""
+        if self.file_name is None:
+            raise RuntimeError(f"{self.name} is not staged")
+        rel = PurePosixPath(self.file_name).relative_to(
+            PurePosixPath(self.write_dir.rstrip("/") + "/")
+        )
+        path = PurePosixPath(self.read_dir) / rel
+        return {
+            "mimetype": "application/x-hdf5",
+            "uri": f"file://localhost{path}",
+            "data_key": self.image_key,
+            "parameters": {"dataset": "/entry/data/data", "swmr": True},
+        }
 
     def stop(self, *, success: bool = False) -> None:
         """Abort the exposure in progress (a pending retry gives up)."""

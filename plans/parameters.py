@@ -51,6 +51,12 @@ class ScanParams(BaseModel):
     frame_size : frame width in binned pixels (a centred crop of the sensor)
     material, thickness_m, flux_ph_s : optional sample and beam, for the dose estimate
     dose_budget_gray : refuse a scan whose estimated dose exceeds this
+    mode : ``step`` (the control system moves the stage and triggers the camera point by
+        point) or ``fly`` (the scan controller runs each ptychogram on its own clock,
+        triggering the camera; see :mod:`plans.fly`)
+    motion : in fly mode, ``step`` (move, settle, expose still) or ``continuous`` (constant
+        speed through the points: faster per line, but each exposure smears the probe over
+        about one step, which the reconstruction absorbs with probe modes)
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -75,6 +81,8 @@ class ScanParams(BaseModel):
     thickness_m: float | None = Field(None, gt=0)
     flux_ph_s: float | None = Field(None, gt=0)
     dose_budget_gray: float | None = Field(None, gt=0)
+    mode: Literal["step", "fly"] = "step"
+    motion: Literal["step", "continuous"] = "step"
 
     @model_validator(mode="after")
     def _check_geometry(self) -> ScanParams:
@@ -100,6 +108,10 @@ class ScanParams(BaseModel):
             raise ValueError(
                 f"frame {self.frame_size} x binning {self.detector_binning} = {span} pixels "
                 f"exceeds the {self.sensor_pixels}-pixel sensor"
+            )
+        if self.motion == "continuous" and self.mode != "fly":
+            raise ValueError(
+                "motion 'continuous' needs mode 'fly' (a step scan stops at every point)"
             )
         if self.material is not None and self.material not in MATERIALS:
             raise ValueError(

@@ -3,9 +3,10 @@
 The plans take the beamline's devices (see :func:`devices.beamline.make_beamline`) and a
 validated parameter model; they never move anything before the parameters are accepted.
 Every point is one event in the ``primary`` stream carrying the camera frame (as an external
-reference), the fine stage readbacks, the energy, the polarization, the incident flux and the
-ptychogram and point indices. Dark frames go to the ``dark`` stream. The shutter is closed at
-the end, on abort and on Ctrl-C.
+reference), the fine stage readbacks (in fly mode, :mod:`plans.fly`, the encoder positions
+measured during the exposure and their spread), the energy, the polarization, the incident
+flux and the ptychogram and point indices. Dark frames go to the ``dark`` stream. The
+shutter is closed at the end, on abort and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import bluesky.preprocessors as bpp
 from bluesky.utils import Msg
 from ophyd import Signal
 
+from plans.fly import fly_ptychogram, make_flyer
 from plans.guards import BeamGuard, acquire_point, move_or_pause
 from plans.parameters import RasterParams, ScanParams, StackParams, total_dose_gray
 
@@ -131,6 +133,7 @@ def geometry_metadata(params: ScanParams, energies: list[float], polarizations: 
         "frame_size": params.frame_size,
         "exposure_s": params.exposure_s,
         "dark_frames": params.n_dark,
+        "acquisition": acquisition_metadata(params),
         "dose": {
             "k": dose["k"],
             "max_exposures": dose["max_exposures"],
@@ -142,6 +145,18 @@ def geometry_metadata(params: ScanParams, energies: list[float], polarizations: 
             "flux_ph_s": params.flux_ph_s,
         },
     }
+
+
+def acquisition_metadata(params: ScanParams) -> dict:
+    """How the frames were taken: ``mode``, ``motion`` and the probe's travel during one
+    exposure (``blur_m``, m: about one step in continuous motion, 0 otherwise)."""
+    from plans.fly import TRIGGER_MARGIN_S
+
+    blur = 0.0
+    if params.mode == "fly" and params.motion == "continuous":
+        dead = 0.003 + TRIGGER_MARGIN_S  # camera readout of a small crop, plus the margin
+        blur = params.step_m * params.exposure_s / (params.exposure_s + dead)
+    return {"mode": params.mode, "motion": params.motion, "blur_m": blur}
 
 
 def configure_camera(camera: Any, params: ScanParams) -> Plan:
@@ -224,6 +239,7 @@ def _run(
 ) -> Plan:
     index = _Index()
     guard = guard or BeamGuard()
+    flyer = make_flyer(bl, index) if p.mode == "fly" else None
     metadata = {
         "plan_name": plan_name,
         "plan_args": plan_args,
@@ -238,6 +254,8 @@ def _run(
     @bpp.stage_decorator([bl.camera])
     @bpp.run_decorator(md=metadata)
     def inner() -> Plan:
+        if flyer is not None:
+            yield from bps.declare_stream(flyer, name="primary", collect=True)
         yield from move_or_pause(bl.shutter, bl.optics.spot, p.spot_m * 1e6)
         last_energy = None
         dark_done = False
@@ -251,7 +269,10 @@ def _run(
                     dark_done = True
                 last_energy = energy
             yield from move_or_pause(bl.shutter, bl.undulator, pol)
-            yield from _ptychogram(bl, p, index, number, guard)
+            if flyer is None:
+                yield from _ptychogram(bl, p, index, number, guard)
+            else:
+                yield from fly_ptychogram(bl, p, index, number, guard, flyer)
         yield from bps.mv(bl.shutter, "close")
 
     yield from configure_camera(bl.camera, p)

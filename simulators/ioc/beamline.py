@@ -18,7 +18,12 @@ PVs (``P`` is the prefix, e.g. ``SIM:``):
 ``Pfault:camera_timeout``      N: the camera hangs on the next N frames (until Acquire = 0)
 ``Pfault:beam_dump``           1: ring current and I0 drop to 0, frames are dark
 ``Pfault:drop_frames``         N: the HDF5 writer drops the next N frames
+``Pfault:scanner_stop``        N: the scan controller stops (servo fault) at point N of its
+                               next segment
 ``Pcam1:``, ``PHDF1:``         the sCMOS camera (see :mod:`simulators.ioc.camera`)
+``Pscan:``                     the piezo scan controller that runs hardware-timed
+                               trajectories on ``sample:fx/fy`` and triggers the camera
+                               (see :mod:`simulators.ioc.scanner`)
 =============================  ==========================================================
 """
 
@@ -27,8 +32,10 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import socket
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from caproto import ChannelType
@@ -38,6 +45,7 @@ from recon.probe import ZonePlate
 from simulators.ioc.camera import AreaDetector
 from simulators.ioc.motors import TICK_S, MotorRecord
 from simulators.ioc.physics import BeamState, FrameEngine
+from simulators.ioc.scanner import PiezoScanController
 
 POLARIZATIONS = ["LH", "LV", "CL", "CR"]
 NOMINAL_RING_MA = 400.0
@@ -112,6 +120,7 @@ class BeamlineControls(PVGroup):
     camera_timeout = pvproperty(value=0, name="fault:camera_timeout")
     beam_dump = pvproperty(value=0, name="fault:beam_dump")
     drop_frames = pvproperty(value=0, name="fault:drop_frames")
+    scanner_stop = pvproperty(value=0, name="fault:scanner_stop")
     ready = pvproperty(value=0, name="sim:ready", read_only=True)
 
     def __init__(self, prefix: str, *, settings: dict[str, Any], **kwargs: Any) -> None:
@@ -247,6 +256,13 @@ class BeamlineControls(PVGroup):
         """One frame was dropped: decrement the drop-frames fault."""
         await self.drop_frames.write(max(int(self.drop_frames.value) - 1, 0))
 
+    def take_scanner_stop(self) -> int:
+        """The point at which the scan controller's next segment stops (0: none); clears it."""
+        at = int(self.scanner_stop.value)
+        if at:
+            asyncio.get_running_loop().create_task(self.scanner_stop.write(0))
+        return at
+
     async def consume_timeout(self) -> None:
         """One frame hung: decrement the camera-timeout fault."""
         await self.camera_timeout.write(max(int(self.camera_timeout.value) - 1, 0))
@@ -317,13 +333,23 @@ class BeamlineIOC:
             faults=self.faults,
             consume_drop=self.controls.consume_drop,
             consume_timeout=self.controls.consume_timeout,
+            with_fine=self.with_fine,
+        )
+        self.scanner = PiezoScanController(
+            prefix,
+            move_fine=self.move_fine,
+            fine_um=self.fine_um,
+            trigger_camera=self.camera.external_trigger,
+            beam=self.beam,
+            stop_fault=self.controls.take_scanner_stop,
+            seed=seed,
         )
 
     @property
     def pvdb(self) -> dict[str, Any]:
         """Every PV of the beamline, name -> caproto data."""
         db: dict[str, Any] = {}
-        for group in (self.controls, self.camera, *self.motors.values()):
+        for group in (self.controls, self.camera, self.scanner, *self.motors.values()):
             db.update(group.pvdb)
         return db
 
@@ -335,6 +361,33 @@ class BeamlineIOC:
             "drop_frames": int(c.drop_frames.value),
             "beam_dump": int(c.beam_dump.value),
         }
+
+    def fine_um(self) -> tuple[float, float]:
+        """Fine (piezo) stage position (x, y) in um."""
+        return self.motors["sample:fx"].position, self.motors["sample:fy"].position
+
+    def move_fine(self, x_um: float, y_um: float) -> None:
+        """The scan controller moved the piezo stage: the motor records follow."""
+        for name, value in (("sample:fx", x_um), ("sample:fy", y_um)):
+            motor = self.motors[name]
+            motor.position = float(value)
+            loop = asyncio.get_running_loop()
+            loop.create_task(motor.rbv.write(float(value)))
+            loop.create_task(motor.val.write(float(value), verify_value=False))
+
+    def beam(self) -> tuple[float, float, bool]:
+        """(I0 in ph/s, ring current in mA, shutter open) now."""
+        c = self.controls
+        return c.beam_flux(), c.ring_ma(), str(c.shutter_rbv.value) == "Open"
+
+    def with_fine(self, state: BeamState, x_m: float, y_m: float) -> BeamState:
+        """``state`` with the fine stage at (x_m, y_m) instead of where the motors are."""
+        m = self.motors
+        return replace(
+            state,
+            sample_x_m=m["sample:cx"].position * 1e-6 + x_m,
+            sample_y_m=m["sample:cy"].position * 1e-6 + y_m,
+        )
 
     def beam_state(self) -> BeamState:
         """Snapshot of positions, optics and beam for the camera (SI units)."""
@@ -354,6 +407,10 @@ class BeamlineIOC:
         )
 
 
+async def _serve(context: Any, pvdb: dict, interfaces: list[str]) -> None:
+    await context(pvdb, interfaces).run()
+
+
 def run_ioc(
     prefix: str = "SIM:",
     *,
@@ -370,7 +427,21 @@ def run_ioc(
     interfaces : addresses to listen on (loopback by default)
     **kwargs : :class:`BeamlineIOC` options (sample, seed, energy_ev, ...)
     """
-    from caproto.asyncio.server import start_server
+    from caproto.asyncio.server import Context
+
+    class NoDelayContext(Context):
+        """caproto's server with Nagle's algorithm off on every client connection.
+
+        Without it a reply written right after a monitor update waits for the client's
+        delayed ACK (40 ms on Linux): a fly scan's set-up puts then take 40 ms each
+        instead of 1 ms. (EPICS' own CA server sets TCP_NODELAY too.)
+        """
+
+        async def tcp_handler(self, client: Any, addr: Any) -> Any:
+            sock = client.writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return await super().tcp_handler(client, addr)
 
     if port is not None:
         os.environ["EPICS_CA_SERVER_PORT"] = str(port)
@@ -380,6 +451,6 @@ def run_ioc(
         os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", "127.255.255.255")
     ioc = BeamlineIOC(prefix, port=port, **kwargs)
     try:
-        asyncio.run(start_server(ioc.pvdb, interfaces=list(interfaces)))
+        asyncio.run(_serve(NoDelayContext, ioc.pvdb, list(interfaces)))
     except KeyboardInterrupt:
         print("sptycho IOC stopped", file=sys.stderr)

@@ -24,6 +24,7 @@ point, in order. When the file closes it is cut to ``NextRecord`` records.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Callable
@@ -52,6 +53,15 @@ DETECTOR_STATES = [
     "Aborted",
 ]
 IMAGE_MODES = ["Single", "Multiple", "Continuous"]
+#: most beam states one blurred frame is integrated over.
+MAX_BLUR_SAMPLES = 12
+
+
+def readout_time_s(rows: int) -> float:
+    """Rolling-shutter readout of ``rows`` sensor rows (s): 5 us per row plus 0.5 ms."""
+    return 5e-6 * rows + 5e-4
+
+
 ATTRIBUTES = (
     "energy_ev",
     "sample_x_m",
@@ -182,6 +192,10 @@ class AreaDetector(PVGroup):
         dtype=ChannelType.ENUM,
         enum_strings=["Internal", "External"],
     )
+    readout_time = pvproperty(
+        value=0.0025, name="cam1:ReadoutTime_RBV", precision=5, read_only=True
+    )
+    missed_triggers = pvproperty(value=0, name="cam1:MissedTriggers_RBV", read_only=True)
     detector_state = pvproperty(
         value="Idle",
         name="cam1:DetectorState_RBV",
@@ -279,9 +293,11 @@ class AreaDetector(PVGroup):
         faults: Callable[[], dict],
         consume_drop: Callable[[], Any],
         consume_timeout: Callable[[], Any],
+        with_fine: Callable[[BeamState, float, float], BeamState] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(prefix, **kwargs)
+        self.with_fine = with_fine or (lambda state, x, y: state)
         self.consume_timeout = consume_timeout
         self.engine = engine
         self.beam_state = beam_state
@@ -291,6 +307,8 @@ class AreaDetector(PVGroup):
         self.file: FrameFile | None = None
         self._task: asyncio.Task | None = None
         self.last_frame: np.ndarray | None = None
+        self._triggers: asyncio.Queue | None = None
+        self._busy_until = 0.0
 
     # -- settings with readbacks -------------------------------------------------------------
     @acquire_time.putter
@@ -365,6 +383,7 @@ class AreaDetector(PVGroup):
         await self.array_size_x.write(size // binning)
         await self.array_size_y.write(size // binning)
         await self.data_type.write("UInt16" if binning == 1 else "UInt32")
+        await self.readout_time.write(readout_time_s(size))
 
     @stats_total.startup
     async def stats_total(self, instance, async_lib) -> None:  # noqa: F811
@@ -483,6 +502,9 @@ class AreaDetector(PVGroup):
         """Expose ``NumImages`` frames; each frame is published while the next one exposes."""
         mode = str(self.image_mode.value)
         total = 1 if mode == "Single" else int(self.num_images.value)
+        if str(self.trigger_mode.value) == "External":
+            await self._series_external(mode, total)
+            return
         loop = asyncio.get_running_loop()
         done = 0
         published: asyncio.Task | None = None
@@ -515,6 +537,121 @@ class AreaDetector(PVGroup):
             await published
         await self.status_message.write("Idle")
         await self._finish("Idle")
+
+    # -- external trigger -------------------------------------------------------------------
+    def external_trigger(
+        self, path: Callable[[float], tuple[float, float]], at: float | None = None
+    ) -> bool:
+        """A trigger pulse from the scan controller (the cable between the two).
+
+        Parameters
+        ----------
+        path : seconds since the trigger -> fine stage position (x, y) in metres during
+            the exposure that this trigger starts
+        at : the pulse's time on the controller's clock (``time.monotonic``; now when None)
+
+        Returns
+        -------
+        bool
+            False when the camera was not armed, or still exposing or reading out the last
+            frame: the trigger is missed (counted in ``MissedTriggers_RBV``).
+        """
+        at = time.monotonic() if at is None else at
+        if self._triggers is None or at < self._busy_until - 1e-4:
+            asyncio.get_running_loop().create_task(
+                self.missed_triggers.write(int(self.missed_triggers.value) + 1)
+            )
+            return False
+        exposure = float(self.acquire_time.value)
+        self._busy_until = at + exposure + float(self.readout_time.value)
+        self._triggers.put_nowait((at, path))
+        return True
+
+    async def _series_external(self, mode: str, total: int) -> None:
+        """Armed for ``total`` frames, each exposed on a trigger from the scan controller.
+
+        The frame is computed along the stage's path during the exposure
+        (:meth:`simulators.ioc.physics.FrameEngine.frame_along`): a moving stage blurs it.
+        The shutter and flux are those seen at the start (first half of the exposure) and at
+        the end (second half).
+        """
+        loop = asyncio.get_running_loop()
+        self._triggers = asyncio.Queue()
+        self._busy_until = 0.0
+        done = 0
+        published: asyncio.Task | None = None
+        await self.num_images_counter.write(0)
+        await self.detector_state.write("Waiting")
+        await self.status_message.write("Waiting for trigger")
+        try:
+            while mode == "Continuous" or done < total:
+                at, path = await self._triggers.get()
+                exposure = float(self.acquire_time.value)
+                if self.faults().get("camera_timeout"):
+                    await self.consume_timeout()
+                    await self.status_message.write("Waiting for the camera (timeout fault)")
+                    while True:  # the camera hangs until Acquire = 0
+                        await asyncio.sleep(3600)
+                await self.detector_state.write("Acquire")
+                start = self.beam_state()
+                await asyncio.sleep(max(at + exposure - time.monotonic(), 0.0))
+                end = self.beam_state()
+                n, binning = self.frame_shape()
+                states = self._states_along(path, start, end, exposure, n, binning)
+                job = loop.run_in_executor(
+                    self.pool, self.engine.frame_along, states, n, binning, exposure
+                )
+                done += 1
+                published = loop.create_task(
+                    self._publish_job(job, states[len(states) // 2], done, published)
+                )
+                await self.detector_state.write("Readout")
+                await asyncio.sleep(max(self._busy_until - time.monotonic(), 0.0))
+                await self.detector_state.write("Waiting")
+            if published is not None:
+                await published
+        finally:
+            self._triggers = None
+        await self.status_message.write("Idle")
+        await self._finish("Idle")
+
+    def _states_along(
+        self,
+        path: Callable[[float], tuple[float, float]],
+        start: BeamState,
+        end: BeamState,
+        exposure: float,
+        n: int,
+        binning: int,
+    ) -> list[BeamState]:
+        """Beam states at K equally spaced times of the exposure, K from the blur length.
+
+        K is 1 when the stage moves less than a tenth of a render pixel, otherwise two
+        samples per pixel travelled (at most :data:`MAX_BLUR_SAMPLES`).
+        """
+        geom = self.engine.geometry(n, binning, start.energy_ev)
+        pixel = geom.pixel_m / geom.upsample
+        x0, y0 = path(0.0)
+        x1, y1 = path(exposure)
+        travel_px = math.hypot(x1 - x0, y1 - y0) / pixel
+        k = 1 if travel_px < 0.1 else min(MAX_BLUR_SAMPLES, math.ceil(2 * travel_px) + 1)
+        states = []
+        for j in range(k):
+            x, y = path((j + 0.5) * exposure / k)
+            base = start if j < k / 2 else end
+            states.append(self.with_fine(base, x, y))
+        return states
+
+    async def _publish_job(
+        self, job: Any, state: BeamState, index: int, previous: asyncio.Task | None
+    ) -> None:
+        try:
+            frame, _ = await job
+        except ValueError as err:
+            await self.status_message.write(str(err)[:255])
+            await self._finish("Error")
+            return
+        await self._publish(frame, state, index, previous)
 
     async def _publish(
         self, frame: np.ndarray, state: BeamState, index: int, previous: asyncio.Task | None

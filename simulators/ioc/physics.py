@@ -235,7 +235,7 @@ class FrameEngine:
     def frame(
         self, state: BeamState, n: int, binning: int, exposure_s: float
     ) -> tuple[np.ndarray, FrameGeometry]:
-        """One camera frame in counts.
+        """One camera frame in counts, the beamline held still during the exposure.
 
         Parameters
         ----------
@@ -249,14 +249,47 @@ class FrameEngine:
         frame : (n, n) uint16 (binning 1) or uint32 counts
         geom : the frame geometry used
         """
-        geom = self.geometry(n, binning, state.energy_ev)
-        if self.photons_on_sample(state, exposure_s) <= 0:
+        return self.frame_along([state], n, binning, exposure_s)
+
+    def frame_along(
+        self, states: list[BeamState], n: int, binning: int, exposure_s: float
+    ) -> tuple[np.ndarray, FrameGeometry]:
+        """One camera frame exposed while the beamline went through ``states``.
+
+        The exposure is split into ``len(states)`` equal parts, each lit as its state says
+        (sample position, shutter, flux): a stage moving during the exposure blurs the
+        frame (the intensities of the probe positions add up, incoherently), a shutter that
+        closes part way darkens it. One state is a step-scan frame.
+
+        Parameters
+        ----------
+        states : K >= 1 beam states at equally spaced times within the exposure
+        n : frame width in binned pixels
+        binning : binning factor
+        exposure_s : whole exposure (s)
+
+        Returns
+        -------
+        frame : (n, n) uint16 (binning 1) or uint32 counts
+        geom : the frame geometry used
+        """
+        if not states:
+            raise ValueError("a frame needs at least one beam state")
+        first = states[0]
+        geom = self.geometry(n, binning, first.energy_ev)
+        part = exposure_s / len(states)
+        photons: np.ndarray | None = None
+        for state in states:
+            if self.photons_on_sample(state, part) <= 0:
+                continue
+            lit = self.expected_photons(state, geom, part)
+            photons = lit if photons is None else photons + lit
+        if photons is None:
             counts = self.detector.acquire(
-                None, state.energy_ev, exposure_s, binning, self.rng, frame_size=n
+                None, first.energy_ev, exposure_s, binning, self.rng, frame_size=n
             )
         else:
-            photons = self.expected_photons(state, geom, exposure_s)
-            counts = self.detector.acquire(photons, state.energy_ev, exposure_s, binning, self.rng)
+            counts = self.detector.acquire(photons, first.energy_ev, exposure_s, binning, self.rng)
         return counts, geom
 
 
