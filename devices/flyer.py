@@ -118,6 +118,7 @@ class FlyScan:
     keys : data key names of the per-frame values
     name : the flyer's name
     frame_wait_s : seconds the frames may lag behind the end of the controller's segment
+        (the camera's ``frame_timeout_s`` when None)
     """
 
     def __init__(
@@ -128,7 +129,7 @@ class FlyScan:
         static: dict[str, Callable[[], Any]],
         keys: FlyKeys | None = None,
         name: str = "fly",
-        frame_wait_s: float = 5.0,
+        frame_wait_s: float | None = None,
     ) -> None:
         self.camera = camera
         self.scanner = scanner
@@ -136,7 +137,7 @@ class FlyScan:
         self.keys = keys or FlyKeys()
         self.name = name
         self.parent = None
-        self.frame_wait_s = frame_wait_s
+        self._frame_wait_s = frame_wait_s
         self.period_s = 0.1
         self.line: Line | None = None
         self._segment: Segment | None = None
@@ -146,6 +147,12 @@ class FlyScan:
         self._lock = threading.Lock()
         self._sres: Any = None
         self._sres_file: str | None = None
+
+    @property
+    def frame_wait_s(self) -> float:
+        if self._frame_wait_s is not None:
+            return self._frame_wait_s
+        return float(getattr(self.camera, "frame_timeout_s", 3.0))
 
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self, value: Trajectory) -> Status:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -19,6 +20,39 @@ COMMON = dict(
     tiled_uri=typer.Option(None, help="Tiled server; the embedded one when omitted."),
     api_key=typer.Option(None, envvar="SPTYCHO_TILED_API_KEY", help="Tiled API key."),
     data_dir=typer.Option(Path("sptycho-data"), help="Frames (and embedded Tiled) directory."),
+)
+
+
+class Mode(StrEnum):
+    """How the points are timed (``ScanParams.mode``)."""
+
+    step = "step"
+    fly = "fly"
+
+
+class Motion(StrEnum):
+    """How the stage moves between points in fly mode (``ScanParams.motion``)."""
+
+    step = "step"
+    continuous = "continuous"
+
+
+MODE_HELP = (
+    "step: the control system moves the stage and triggers the camera point by point "
+    "(~70-100 ms overhead per point; always works). "
+    "fly: hardware-timed, the piezo scan controller runs each ptychogram on its own clock "
+    "and triggers the camera (~10 ms per point); choose it for scans of many points."
+)
+MOTION_HELP = (
+    "In fly mode: step (move, settle, expose still: sharp frames, the safe choice) or "
+    "continuous (constant speed through the points: the same speed on this simulator, "
+    "but each exposure smears the probe over about one step, recovered in the "
+    "reconstruction with probe modes). continuous needs --mode fly."
+)
+
+MOTION_OPTIONS = dict(
+    mode=typer.Option(Mode.step, "--mode", case_sensitive=False, help=MODE_HELP),
+    motion=typer.Option(Motion.step, "--motion", case_sensitive=False, help=MOTION_HELP),
 )
 
 
@@ -111,6 +145,8 @@ def raster(
     overlap: float = typer.Option(0.9, help="Overlap O = 1 - d/2r."),
     area: float = typer.Option(2e-6, help="Scan area side (m)."),
     exposure: float = typer.Option(0.1, help="Exposure per point (s)."),
+    mode: Mode = MOTION_OPTIONS["mode"],
+    motion: Motion = MOTION_OPTIONS["motion"],
     pattern: str = typer.Option("raster", help="raster or fermat."),
     frame_size: int = typer.Option(128, help="Frame width (binned pixels)."),
     dark: int = typer.Option(25, help="Dark frames."),
@@ -132,6 +168,8 @@ def raster(
             overlap=overlap,
             area_m=area,
             exposure_s=exposure,
+            mode=mode.value,
+            motion=motion.value,
             pattern=pattern,
             frame_size=frame_size,
             n_dark=dark,
@@ -155,6 +193,8 @@ def stack(
     overlap: float = typer.Option(0.9, help="Overlap O = 1 - d/2r."),
     area: float = typer.Option(2e-6, help="Scan area side (m)."),
     exposure: float = typer.Option(0.1, help="Exposure per point (s)."),
+    mode: Mode = MOTION_OPTIONS["mode"],
+    motion: Motion = MOTION_OPTIONS["motion"],
     frame_size: int = typer.Option(128, help="Frame width (binned pixels)."),
     dark: int = typer.Option(25, help="Dark frames per series."),
     prefix: str = COMMON["prefix"],
@@ -177,6 +217,8 @@ def stack(
             overlap=overlap,
             area_m=area,
             exposure_s=exposure,
+            mode=mode.value,
+            motion=motion.value,
             frame_size=frame_size,
             n_dark=dark,
         )

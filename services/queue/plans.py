@@ -65,6 +65,16 @@ exposure_s : float
     Exposure per point (s).
 n_dark : int
     Dark frames taken with the shutter closed (0: none).
+mode : str
+    ``step`` (the control system moves the stage and triggers the camera point by point,
+    ~70-100 ms overhead per point) or ``fly`` (hardware-timed: the piezo scan controller
+    runs each ptychogram on its own clock and triggers the camera, ~10 ms per point;
+    ``plans.fly``).
+motion : str
+    In fly mode, ``step`` (move, settle, expose still: sharp frames) or ``continuous``
+    (constant speed through the points: each exposure smears the probe over about one
+    step, which the reconstruction absorbs with probe modes). ``continuous`` needs
+    ``mode`` ``fly``.
 md : dict
     Extra metadata for the run's start document.
 """,
@@ -90,6 +100,16 @@ exposure_s : float
     Exposure per point (s).
 n_dark : int
     Dark frames per dark series (0: none).
+mode : str
+    ``step`` (the control system moves the stage and triggers the camera point by point,
+    ~70-100 ms overhead per point) or ``fly`` (hardware-timed: the piezo scan controller
+    runs each ptychogram on its own clock and triggers the camera, ~10 ms per point;
+    ``plans.fly``).
+motion : str
+    In fly mode, ``step`` (move, settle, expose still: sharp frames) or ``continuous``
+    (constant speed through the points: each exposure smears the probe over about one
+    step, which the reconstruction absorbs with probe modes). ``continuous`` needs
+    ``mode`` ``fly``.
 order : str
     ``energy`` (all polarizations at each energy) or ``polarization`` (the whole energy
     list for each polarization in turn).

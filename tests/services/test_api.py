@@ -365,3 +365,52 @@ def _next_scan(ws, condition, limit=40):
         if m["type"] == "scan" and condition(m):
             return m
     raise AssertionError("no such scan message")
+
+
+class _CheckedCountPlan(_CountPlan):
+    """The real parameter checks of the requested plan (RasterParams / StackParams), then
+    a count of ophyd's simulated detector instead of that plan (no beamline IOC)."""
+
+    def build_plan(self, request):
+        plan = ScanController.build_plan(self, request)  # raises on refused parameters
+        plan.close()  # a generator not started: nothing moved
+        self.checked = request
+        return super().build_plan(request)
+
+
+def test_scan_mode_and_motion_from_the_page_are_checked(tiled):
+    controller = _CheckedCountPlan(RunEngine({}, context_managers=[]), num=20)
+    raster = {"energy_ev": 192.0, "frame_size": 64, "n_dark": 0}
+    op = {"X-API-Key": KEY}
+    with TestClient(_app(tiled, settings={"key": KEY}, controller=controller)) as api:
+        bad = {"kind": "raster", "params": {**raster, "mode": "step", "motion": "continuous"}}
+        r = api.post("/api/scan", json=bad, headers=op)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == (
+            "motion 'continuous' needs mode 'fly' (a step scan stops at every point)"
+        )
+        assert api.get("/api/scan").json()["state"] == "idle"
+        assert not hasattr(controller, "checked")  # refused before any plan was started
+        unknown = {"kind": "raster", "params": {**raster, "mode": "sideways"}}
+        r = api.post("/api/scan", json=unknown, headers=op)
+        assert r.status_code == 422 and r.json()["detail"].startswith("mode: ")
+        assert "\n" not in r.json()["detail"]
+        good = {"kind": "raster", "params": {**raster, "mode": "fly", "motion": "continuous"}}
+        r = api.post("/api/scan", json=good, headers=op)
+        assert r.status_code == 200 and r.json()["state"] == "running", r.text
+        assert controller.checked.params["mode"] == "fly"
+        assert controller.checked.params["motion"] == "continuous"
+        api.post("/api/scan/abort", headers=op)
+
+
+def test_the_page_sends_mode_and_motion(tiled):
+    with TestClient(_app(tiled)) as api:
+        page = api.get("/").text
+        js = api.get("/static/app.js").text
+    for select, options in (
+        ("scan-mode", ("step", "fly")),
+        ("scan-motion", ("step", "continuous")),
+    ):
+        html = page.split(f'id="{select}"')[1].split("</select>")[0]
+        assert [o.split('"')[0] for o in html.split('value="')[1:]] == list(options)
+    assert 'mode: $("scan-mode").value' in js and 'motion: $("scan-motion").value' in js

@@ -185,3 +185,69 @@ def test_demo_refuses_a_port_in_use(tmp_path):
         )
     assert f"cannot listen on 127.0.0.1:{port}" in line
     assert not (tmp_path / "d").exists()
+
+
+@pytest.fixture
+def no_session(monkeypatch):
+    """Record any attempt to open a beamline session (connect to the IOC, start Tiled)."""
+    import services.session
+
+    opened = []
+
+    def refuse(*args, **kwargs):
+        opened.append((args, kwargs))
+        raise AssertionError("a session was opened")
+
+    monkeypatch.setattr(services.session, "open_session", refuse)
+    return opened
+
+
+@pytest.mark.parametrize("kind", ["raster", "stack"])
+def test_scan_refuses_continuous_motion_without_fly_mode(tmp_path, no_session, kind):
+    data = tmp_path / "data"
+    t0 = time.monotonic()
+    args = ["scan", kind, "--motion", "continuous", "--prefix", "NOPE:", "--data-dir", str(data)]
+    line = one_error_line(invoke(*args))
+    assert line == "error: motion 'continuous' needs mode 'fly' (a step scan stops at every point)"
+    assert time.monotonic() - t0 < 10  # no connection attempt
+    assert no_session == [] and not data.exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize(
+    "option, value, choices",
+    [("--mode", "bogus", "'step', 'fly'"), ("--motion", "smooth", "'step', 'continuous'")],
+)
+def test_scan_refuses_an_unknown_mode_or_motion_in_one_line(
+    tmp_path, no_session, monkeypatch, capsys, option, value, choices
+):
+    from services import cli
+
+    monkeypatch.setenv("SPTYCHO_STATE_DIR", str(tmp_path / "state"))
+    data = tmp_path / "data"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["scan", "raster", option, value, "--data-dir", str(data)])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: Invalid value for '{option}'"), lines
+    assert value in lines[0] and choices in lines[0]
+    assert no_session == [] and not data.exists()
+
+
+@pytest.mark.parametrize("kind", ["raster", "stack"])
+@pytest.mark.parametrize(
+    "args, mode, motion",
+    [
+        ([], "step", "step"),
+        (["--mode", "fly"], "fly", "step"),
+        (["--mode", "FLY", "--motion", "continuous"], "fly", "continuous"),
+    ],
+)
+def test_scan_mode_and_motion_reach_the_plan_parameters(monkeypatch, kind, args, mode, motion):
+    from services.commands import scan
+
+    seen = []
+    monkeypatch.setattr(scan, "_run", lambda factory, params, *rest: seen.append(params))
+    result = invoke("scan", kind, *args)
+    assert result.exit_code == 0, result.output
+    (params,) = seen
+    assert (params.mode, params.motion) == (mode, motion)

@@ -9,15 +9,14 @@ the new worker go on, and started again on the same port and catalog.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from system_helpers import start_worker
 
 from devices.beamline import make_beamline
 from plans.ptycho import spectro_stack
@@ -44,20 +43,6 @@ POINTS = 49
 OUTAGE_S = 100.0
 
 
-def _start_worker(tiled, log):
-    env = dict(
-        os.environ,
-        SPTYCHO_BACKEND="numpy",
-        SPTYCHO_POLL_INTERVAL_S="0.3",
-        SPTYCHO_REFRESH_FRAMES="12",
-        SPTYCHO_LIVE_ITERATIONS="5",
-        SPTYCHO_ALGORITHM="AP**40",
-    )
-    cmd = [sys.executable, "-m", "services.worker", "--tiled-uri", tiled.uri]
-    cmd += ["--api-key", tiled.api_key]
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
 def _statuses(tiled, uid):
     try:
         return ResultStore(tiled.client(), uid).statuses()
@@ -81,7 +66,7 @@ def test_stack_survives_worker_kill_and_tiled_outage(tmp_path):
         uids: list[str] = []
         RE.subscribe(lambda name, doc: uids.append(doc["uid"]) if name == "start" else None)
         log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115 - closed below
-        worker = _start_worker(tiled, log)
+        worker = start_worker(tiled, log, "AP**40")
         result: dict = {}
         acquisition = threading.Thread(
             target=lambda: result.update(uids=RE(spectro_stack(bl, STACK, guard=RE.guard)))
@@ -99,7 +84,7 @@ def test_stack_survives_worker_kill_and_tiled_outage(tmp_path):
                 pytest.fail("ptychogram 1 never started")
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
-            worker = _start_worker(tiled, log)
+            worker = start_worker(tiled, log, "AP**40")
             time.sleep(3.0)
             # 2. Tiled away for minutes while the scan and the new worker go on
             tiled.stop()

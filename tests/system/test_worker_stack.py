@@ -1,10 +1,8 @@
 """The streaming worker on a live stack: IOC + plan + Tiled + worker (a subprocess that is
 killed mid-stack and started again)."""
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -12,15 +10,13 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky_tiled_plugins import TiledWriter
+from system_helpers import lit_phase_correlation, start_worker
 
 from devices.beamline import make_beamline
 from plans.ptycho import spectro_stack
-from recon.metrics import phase_correlation
-from recon.prepare import positions_to_pixels
 from services.tiled_server import TiledServer
 from services.worker.tiled_io import ResultStore
 from simulators.ioc.testing import IOCProcess
-from simulators.samples import make_sample
 
 pytestmark = pytest.mark.system
 
@@ -56,32 +52,6 @@ def tiled(tmp_path_factory, frames_dir):
         yield server
 
 
-def _start_worker(tiled, log):
-    env = dict(
-        os.environ,
-        SPTYCHO_BACKEND="numpy",
-        SPTYCHO_POLL_INTERVAL_S="0.3",
-        SPTYCHO_REFRESH_FRAMES="12",
-        SPTYCHO_LIVE_ITERATIONS="5",
-        SPTYCHO_ALGORITHM="AP**60",
-    )
-    cmd = [sys.executable, "-m", "services.worker", "--tiled-uri", tiled.uri]
-    cmd += ["--api-key", tiled.api_key]
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _truth_on_grid(meta, obj_shape, positions_m):
-    """The IOC's sample (bn-bamboo, seed 0, 4 um area) on the reconstruction's grid."""
-    pixel = meta["pixel_size_m"]
-    _, _, origin = positions_to_pixels(positions_m, pixel, 64)
-    centre = np.round(origin + 32).astype(int)  # object pixel of the sample origin
-    side = 2 * max(obj_shape) + 64
-    sample = make_sample("bn-bamboo", seed=0, area_m=4e-6)
-    big = sample.transmission(meta["energy_ev"], meta["polarization"], pixel, (side, side))
-    y0, x0 = side // 2 - centre
-    return big[y0 : y0 + obj_shape[0], x0 : x0 + obj_shape[1]]
-
-
 def test_worker_follows_the_stack_survives_a_kill_and_reconstructs(ioc, tiled, frames_dir):
     client = tiled.client()
     bl = make_beamline("WRK:", data_dir=str(frames_dir), timeout=30)
@@ -90,7 +60,7 @@ def test_worker_follows_the_stack_survives_a_kill_and_reconstructs(ioc, tiled, f
     uids = []
     RE.subscribe(lambda name, doc: uids.append(doc["uid"]) if name == "start" else None)
     log = open(frames_dir.parent / "worker.log", "ab")  # noqa: SIM115 - closed below
-    worker = _start_worker(tiled, log)
+    worker = start_worker(tiled, log)
     seen = []  # (index, status, frames_used) as a viewer polling Tiled sees them
     stop_watch = threading.Event()
 
@@ -118,7 +88,7 @@ def test_worker_follows_the_stack_survives_a_kill_and_reconstructs(ioc, tiled, f
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         killed_at = max((f or 0 for k, s, f in seen if k == 1), default=0)
-        worker = _start_worker(tiled, log)
+        worker = start_worker(tiled, log)
         acquisition.join(180)
         assert not acquisition.is_alive()
         uid = uids[0]
@@ -160,15 +130,6 @@ def test_worker_follows_the_stack_survives_a_kill_and_reconstructs(ioc, tiled, f
         assert node["llk"].read()[-1] < 0.2 * node["llk"].read()[0]
         rows = np.asarray(table["ptychogram"]) == k
         pos = np.stack([table["sample_fy"][rows], table["sample_fx"][rows]], axis=1) * 1e-6
-        truth = _truth_on_grid(md, obj.shape, pos)
-        amp = np.abs(node["probe_amplitude"].read())
-        # well-lit region: probe centres +- half the spot
-        lit = np.zeros(obj.shape, bool)
-        corners, _, _ = positions_to_pixels(pos, md["pixel_size_m"], 64)
-        r = 0.5 * STACK["spot_m"] / md["pixel_size_m"]
-        yy, xx = np.indices(obj.shape)
-        for cy, cx in corners + 32:
-            lit |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-        assert amp.max() > 0
-        corr = phase_correlation(obj, truth, lit)
+        assert np.abs(node["probe_amplitude"].read()).max() > 0
+        corr = lit_phase_correlation(obj, md, pos, STACK["spot_m"], 64)
         assert corr >= 0.9, (k, corr)

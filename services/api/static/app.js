@@ -268,6 +268,8 @@ function scanRequest() {
     spot_m: Number($("scan-spot").value) * 1e-6,
     overlap: Number($("scan-overlap").value),
     exposure_s: Number($("scan-exposure").value),
+    mode: $("scan-mode").value,
+    motion: $("scan-motion").value,
     frame_size: Number($("scan-frame").value),
     n_dark: 5,
   };
