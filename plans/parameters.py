@@ -51,9 +51,9 @@ class ScanParams(BaseModel):
     frame_size : frame width in binned pixels (a centred crop of the sensor)
     material, thickness_m, flux_ph_s : optional sample and beam, for the dose estimate
     dose_budget_gray : refuse a scan whose estimated dose exceeds this
-    mode : ``step`` (the control system moves the stage and triggers the camera point by
-        point) or ``fly`` (the scan controller runs each ptychogram on its own clock,
-        triggering the camera; see :mod:`plans.fly`)
+    mode : ``fly`` (the default: the scan controller runs each ptychogram on its own clock,
+        triggering the camera; see :mod:`plans.fly`) or ``step`` (the control system moves
+        the stage and triggers the camera point by point: slower, needs no scan controller)
     motion : in fly mode, ``step`` (move, settle, expose still) or ``continuous`` (constant
         speed through the points: faster per line, but each exposure smears the probe over
         about one step, which the reconstruction absorbs with probe modes)
@@ -81,7 +81,7 @@ class ScanParams(BaseModel):
     thickness_m: float | None = Field(None, gt=0)
     flux_ph_s: float | None = Field(None, gt=0)
     dose_budget_gray: float | None = Field(None, gt=0)
-    mode: Literal["step", "fly"] = "step"
+    mode: Literal["step", "fly"] = "fly"
     motion: Literal["step", "continuous"] = "step"
 
     @model_validator(mode="after")

@@ -217,7 +217,8 @@ class BeamlineRunEngine(RunEngine):
 
 
 class PointProgress:
-    """Bluesky callback that reports ``(done, total)`` primary events of the current run."""
+    """Bluesky callback that reports ``(done, total)`` primary events of the current run
+    (one per step-scan event, a line's worth per fly-scan event page)."""
 
     def __init__(self, report: Callable[[int, int], None]) -> None:
         self.report = report
@@ -235,6 +236,9 @@ class PointProgress:
             self._primary = doc["uid"]
         elif name == "event" and doc.get("descriptor") == self._primary:
             self.done += 1
+            self.report(self.done, self.total)
+        elif name == "event_page" and doc.get("descriptor") == self._primary:
+            self.done += len(doc.get("seq_num", ()))  # a fly scan's line
             self.report(self.done, self.total)
 
 

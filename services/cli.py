@@ -208,7 +208,8 @@ def _usage_error(err: typer.TyperException) -> int:
     if type(err).__name__ == "NoArgsIsHelpError":  # no arguments at all: the help text
         err.show()
     else:
-        typer.echo(f"error: {' '.join(err.format_message().split())}", err=True)
+        text = " ".join(err.format_message().split()).replace("Value error, ", "")
+        typer.echo(f"error: {text}", err=True)
     return int(getattr(err, "exit_code", 2))
 
 

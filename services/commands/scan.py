@@ -38,10 +38,10 @@ class Motion(StrEnum):
 
 
 MODE_HELP = (
+    "fly (the default): hardware-timed, the piezo scan controller runs each ptychogram on "
+    "its own clock and triggers the camera (~10 ms overhead per point). "
     "step: the control system moves the stage and triggers the camera point by point "
-    "(~70-100 ms overhead per point; always works). "
-    "fly: hardware-timed, the piezo scan controller runs each ptychogram on its own clock "
-    "and triggers the camera (~10 ms per point); choose it for scans of many points."
+    "(~50-100 ms per point); for a beamline without a scan controller."
 )
 MOTION_HELP = (
     "In fly mode: step (move, settle, expose still: sharp frames, the safe choice) or "
@@ -51,7 +51,7 @@ MOTION_HELP = (
 )
 
 MOTION_OPTIONS = dict(
-    mode=typer.Option(Mode.step, "--mode", case_sensitive=False, help=MODE_HELP),
+    mode=typer.Option(Mode.fly, "--mode", case_sensitive=False, help=MODE_HELP),
     motion=typer.Option(Motion.step, "--motion", case_sensitive=False, help=MOTION_HELP),
 )
 

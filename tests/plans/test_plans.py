@@ -10,7 +10,7 @@ from devices.beamline import make_beamline
 from plans.parameters import RasterParams, StackParams
 from plans.ptycho import defocused_raster, spectro_stack
 
-SMALL = dict(area_m=0.4e-6, spot_m=0.2e-6, overlap=0.5, n_dark=3)  # 5 x 5 points
+SMALL = dict(area_m=0.4e-6, spot_m=0.2e-6, overlap=0.5, n_dark=3, mode="step")  # 5 x 5 points
 
 
 @pytest.fixture(scope="module")

@@ -206,7 +206,8 @@ def no_session(monkeypatch):
 def test_scan_refuses_continuous_motion_without_fly_mode(tmp_path, no_session, kind):
     data = tmp_path / "data"
     t0 = time.monotonic()
-    args = ["scan", kind, "--motion", "continuous", "--prefix", "NOPE:", "--data-dir", str(data)]
+    args = ["scan", kind, "--mode", "step", "--motion", "continuous", "--prefix", "NOPE:"]
+    args += ["--data-dir", str(data)]
     line = one_error_line(invoke(*args))
     assert line == "error: motion 'continuous' needs mode 'fly' (a step scan stops at every point)"
     assert time.monotonic() - t0 < 10  # no connection attempt
@@ -237,8 +238,8 @@ def test_scan_refuses_an_unknown_mode_or_motion_in_one_line(
 @pytest.mark.parametrize(
     "args, mode, motion",
     [
-        ([], "step", "step"),
-        (["--mode", "fly"], "fly", "step"),
+        ([], "fly", "step"),
+        (["--mode", "step"], "step", "step"),
         (["--mode", "FLY", "--motion", "continuous"], "fly", "continuous"),
     ],
 )

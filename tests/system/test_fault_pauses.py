@@ -28,7 +28,7 @@ pytestmark = pytest.mark.system
 PREFIX = "PAU:"
 RASTER = dict(
     energy_ev=192.0, area_m=0.4e-6, spot_m=0.2e-6, overlap=0.5, exposure_s=0.02,
-    frame_size=64, n_dark=3,
+    frame_size=64, n_dark=3, mode="step",
 )  # fmt: skip
 POINTS = 25
 

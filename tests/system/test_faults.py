@@ -29,7 +29,7 @@ PREFIX = "FLT:"
 #: 7 x 7 points of 64 px frames, 20 ms exposures, 5 dark frames
 SCAN = [
     "--area", "0.6e-6", "--spot", "0.2e-6", "--overlap", "0.5", "--exposure", "0.02",
-    "--frame-size", "64", "--dark", "5", "--energy", "192",
+    "--frame-size", "64", "--dark", "5", "--energy", "192", "--mode", "step",
 ]  # fmt: skip
 POINTS = 49
 SCAN_BIN = str(Path(sys.executable).parent / "sptycho")

@@ -28,6 +28,7 @@ STACK = dict(
     exposure_s=0.01,
     n_dark=5,
     frame_size=64,
+    mode="step",  # fly mode has tests/system/test_fly_scan.py
 )
 
 
