@@ -15,12 +15,12 @@ import epics
 import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
+from system_helpers import lit_phase_correlation, start_worker
 
 from plans.ptycho import defocused_raster, spectro_stack
 from services.session import open_session
 from services.worker.tiled_io import ResultStore
 from simulators.ioc.testing import IOCProcess
-from system_helpers import lit_phase_correlation, start_worker
 
 pytestmark = pytest.mark.system
 
