@@ -257,6 +257,18 @@ def saturation_counts(geometry: dict[str, Any], configured: float | None = None)
     return float(SENSOR_FULL_SCALE * binning**2)
 
 
+def continuous_blur_m(geometry: dict[str, Any]) -> float:
+    """The probe's travel during one exposure of a continuous-motion fly scan (m), from the
+    run's ``geometry.acquisition``; 0 for step and fly-step scans (or no zone plate)."""
+    acq = geometry.get("acquisition") or {}
+    if acq.get("motion") != "continuous" or not geometry.get("zone_plate"):
+        return 0.0
+    try:
+        return max(float(acq.get("blur_m") or 0.0), 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def zone_plate_for(geometry: dict[str, Any], energy_ev: float) -> dict[str, float] | None:
     """The CXI ``zone_plate`` dict of a run's geometry, with the defocus that gives the
     run's spot size at ``energy_ev`` (the plan keeps the spot at every energy)."""

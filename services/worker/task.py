@@ -27,10 +27,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from recon.cxi import Ptychogram
+from recon.motion import blurred_probe_modes, probe_modes_for_blur
+from recon.prepare import prepare
 from recon.reconstruction import Reconstruction
 from services.worker.config import WorkerSettings
 from services.worker.grouping import (
     check_frames,
+    continuous_blur_m,
     counts_per_photon_for,
     group_ptychograms,
     low_i0_frames,
@@ -145,12 +148,27 @@ class PtychogramTask:
             polarization=self.info["polarization"],
         )
         s = self.settings
-        self.rec = Reconstruction(
-            p,
-            algorithm=s.algorithm,
-            probe_modes=s.probe_modes,
-            backend=s.backend,
-            threshold=s.threshold,
+        blur_m = continuous_blur_m(self.geometry)
+        if blur_m <= 0:
+            self.rec = Reconstruction(
+                p,
+                algorithm=s.algorithm,
+                probe_modes=s.probe_modes,
+                backend=s.backend,
+                threshold=s.threshold,
+            )
+            return
+        # Continuous motion: enough probe modes to hold the blurred probe, started along
+        # the path (recon.motion), so that they can absorb the blur.
+        data, calib = prepare(p, threshold=s.threshold, probe_modes=1)
+        zone = float(self.geometry["zone_plate"]["outermost_zone_width"])
+        modes = probe_modes_for_blur(blur_m, zone, data.pixel_size_m, minimum=s.probe_modes)
+        data.probe = blurred_probe_modes(data.probe[0], blur_m / data.pixel_size_m, modes)
+        self.rec = Reconstruction(data, algorithm=s.algorithm, backend=s.backend)
+        self.rec.calib = calib
+        self.messages.append(
+            f"continuous motion: {blur_m * 1e9:.0f} nm blur per exposure, "
+            f"{modes} probe modes started along the path"
         )
 
     def _judge_i0(self, group: Any) -> np.ndarray:
@@ -239,6 +257,7 @@ class PtychogramTask:
             "iterations": rec.iterations,
             "seconds": rec.seconds,
             "backend": rec.backend,
+            "probe_modes": int(rec.data.probe.shape[0]),
             "pixel_size_m": float(rec.data.pixel_size_m),
             "llk_last": float(rec.llk[-1]) if rec.llk else None,
             "refreshes": self.refreshes,

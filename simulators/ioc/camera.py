@@ -6,7 +6,11 @@ The driver follows areaDetector's ADBase conventions: ``Acquire = 1`` starts a s
 frames; ``DetectorState_RBV`` is Acquire while exposing. The frame size is ``SizeX / BinX``
 binned pixels (the region is centred on the optical axis). Frames are computed by
 :class:`simulators.ioc.physics.FrameEngine` in a worker thread while the exposure runs, so
-the IOC keeps serving Channel Access.
+the IOC keeps serving Channel Access. With ``TriggerMode = External`` an ``Acquire`` arms the
+camera (``DetectorState_RBV`` Waiting) for ``NumImages`` frames, each exposed on a trigger
+from the scan controller (:mod:`simulators.ioc.scanner`) and computed along the stage's
+path during the exposure; a trigger that comes while the camera still exposes or reads out
+(``ReadoutTime_RBV``) is missed and counted in ``MissedTriggers_RBV``.
 
 The HDF5 writer works like NDFileHDF5 in Stream mode: ``Capture = 1`` opens
 ``FileTemplate % (FilePath, FileName, FileNumber)`` (SWMR, dataset ``/entry/data/data`` of

@@ -408,7 +408,7 @@ def test_the_page_sends_mode_and_motion(tiled):
         page = api.get("/").text
         js = api.get("/static/app.js").text
     for select, options in (
-        ("scan-mode", ("step", "fly")),
+        ("scan-mode", ("fly", "step")),  # fly first: the default
         ("scan-motion", ("step", "continuous")),
     ):
         html = page.split(f'id="{select}"')[1].split("</select>")[0]

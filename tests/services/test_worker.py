@@ -148,3 +148,17 @@ def test_deploy_file_loads():
 
     s = load_settings(Path(__file__).resolve().parents[2] / "deploy" / "worker.yml")
     assert s.algorithm == "AP**100" and s.executor == "local" and s.max_concurrent == 1
+
+
+def test_continuous_blur_is_read_from_the_runs_acquisition_metadata():
+    from services.worker.grouping import continuous_blur_m
+
+    zp = {"outer_diameter": 240e-6, "outermost_zone_width": 50e-9}
+    moving = {"acquisition": {"mode": "fly", "motion": "continuous", "blur_m": 9.7e-8}}
+    assert continuous_blur_m({**moving, "zone_plate": zp}) == 9.7e-8
+    assert continuous_blur_m(moving) == 0.0  # no zone plate: no model probe to blur
+    still = {"acquisition": {"mode": "fly", "motion": "step", "blur_m": 0.0}, "zone_plate": zp}
+    assert continuous_blur_m(still) == 0.0
+    assert continuous_blur_m({"zone_plate": zp}) == 0.0  # runs from before fly mode
+    bad = {"acquisition": {"motion": "continuous", "blur_m": "n/a"}, "zone_plate": zp}
+    assert continuous_blur_m(bad) == 0.0

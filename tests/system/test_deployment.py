@@ -488,7 +488,7 @@ def test_queue_plans_are_json_callable_and_refuse_bad_values_before_any_message(
     }
     for name in ("ptycho_raster", "ptycho_stack"):  # fly mode is a queue parameter too
         by_name = {q["name"]: q for q in existing[name]["parameters"]}
-        assert by_name["mode"]["default"] == "'step'" and by_name["motion"]["default"] == "'step'"
+        assert by_name["mode"]["default"] == "'fly'" and by_name["motion"]["default"] == "'step'"
 
     def check(kwargs):
         item = {"name": "ptycho_stack", "kwargs": kwargs}

@@ -231,3 +231,53 @@ def test_stopped_controller_pauses_with_one_line_and_resume_completes(session):
     (uid,) = RE.resume()
     assert RE.notices.current is None
     judge(session, uid)
+
+
+def test_embedded_tiled_dying_mid_fly_scan_the_run_is_completed(session):
+    """Stream resources and datums are journalled and replayed like events."""
+    server = session.server
+    pid = server.process.pid
+    RE = session.RE
+    RE.delivery_wait_s = 180
+    watch = after_rows(RE, 5, lambda: os.killpg(server.process.pid, signal.SIGKILL))
+    try:
+        (uid,) = RE(defocused_raster(session.beamline, RASTER, guard=RE.guard))
+    finally:
+        RE.unsubscribe(watch)
+    assert server.process.pid != pid  # the session restarted it
+    judge(session, uid)
+    assert len(session.server.client()[uid]["primary"]["camera_image"].read()) == POINTS
+
+
+def test_continuous_fly_stack_is_reconstructed_with_probe_modes(session, tmp_path):
+    """Continuous motion: the worker starts enough probe modes along the path to absorb
+    the blur of about one step per exposure (recon.motion) and recovers the sample."""
+    RE = session.RE
+    log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115 - closed below
+    worker = start_worker(session.server, log, "AP**100,ML**100")
+    params = dict(STACK, energies=[192.0], motion="continuous")
+    try:
+        (uid,) = RE(spectro_stack(session.beamline, params, guard=RE.guard))
+        store = ResultStore(session.server.client(), uid)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            st = store.statuses()
+            if st.get(0, {}).get("status") in ("done", "failed"):
+                break
+            time.sleep(0.5)
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+    table = judge(session, uid, STACK_POINTS)
+    md = store.statuses()[0]
+    assert md["status"] == "done" and md["probe_modes"] >= 2, md.get("messages")
+    assert any("continuous motion" in m for m in md["messages"]), md["messages"]
+    obj = session.server.client()[uid]["recon"]["p0000"]["object"].read()
+    pos = np.stack([table["sample_fy"], table["sample_fx"]], axis=1) * 1e-6
+    corr = lit_phase_correlation(obj, md, pos, STACK["spot_m"], 64)
+    print(f"continuous fly: {md['probe_modes']} probe modes, phase correlation {corr:.3f}")
+    assert corr >= 0.9, corr

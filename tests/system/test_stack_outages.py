@@ -38,6 +38,7 @@ STACK = dict(
     exposure_s=0.05,
     n_dark=3,
     frame_size=64,
+    mode="step",  # slow enough to kill the worker mid-ptychogram; fly: test_fly_scan.py
 )
 POINTS = 49
 OUTAGE_S = 100.0

@@ -29,6 +29,7 @@ STACK = dict(
     exposure_s=0.01,
     n_dark=3,
     frame_size=64,
+    mode="step",  # slow enough to kill the worker mid-ptychogram; fly: test_fly_scan.py
 )
 POINTS = 49
 
