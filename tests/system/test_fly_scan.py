@@ -281,3 +281,18 @@ def test_continuous_fly_stack_is_reconstructed_with_probe_modes(session, tmp_pat
     corr = lit_phase_correlation(obj, md, pos, STACK["spot_m"], 64)
     print(f"continuous fly: {md['probe_modes']} probe modes, phase correlation {corr:.3f}")
     assert corr >= 0.9, corr
+
+
+def test_dark_series_between_fly_ptychograms_start_a_new_file(session):
+    """Darks at every energy re-stage the camera: each fly ptychogram after them gets a
+    stream resource of its own file, and every frame still matches its event."""
+    RE = session.RE
+    params = dict(RASTER, energies=[190.0, 192.0], polarizations=["LH"], dark="per-energy")
+    params.pop("energy_ev")
+    (uid,) = RE(spectro_stack(session.beamline, params, guard=RE.guard))
+    table = judge(session, uid)
+    run = session.server.client()[uid]
+    assert run["dark"]["camera_image"].shape[0] == 2 * RASTER["n_dark"]
+    images = np.asarray(run["primary"]["camera_image"].read(), dtype=np.float64)
+    assert images.shape[0] == 2 * POINTS
+    assert list(np.asarray(table["ptychogram"])) == [0] * POINTS + [1] * POINTS
