@@ -11,7 +11,8 @@ ptychogram (:meth:`FlyScan.load`), then flies it in segments (raster lines):
 3. ``complete`` finishes when the controller is done and every frame is in the file; it
    fails with :class:`devices.scanner.ScannerStoppedError` when the controller stopped,
    :class:`devices.camera.FrameDroppedError` when frames are missing (dropped by the writer,
-   missed triggers), :class:`devices.camera.CameraFaultError` when none came;
+   missed triggers, a hung camera); ``kickoff`` fails with
+   :class:`devices.camera.CameraFaultError` when the camera cannot be armed;
 4. the plan checks the recorded beam (:attr:`FlyScan.line`) and either ``collect`` s the
    segment (one event per frame: the measured mid-exposure positions, their spread, the
    per-frame I0, ring current and shutter, plus the values of ``static`` read at the end of
@@ -19,13 +20,14 @@ ptychogram (:meth:`FlyScan.load`), then flies it in segments (raster lines):
    it and flies it again; frames of a segment flown again overwrite the earlier attempt's.
 
 The RunEngine calls :meth:`FlyScan.pause` on a pause or suspension: the controller stops,
-the camera is disarmed and statuses in flight are abandoned (never finished, so a replay
-from the checkpoint starts the segment cleanly). A segment already collected is never flown
-or collected twice, even when a replay repeats its messages.
+the camera stops acquiring (``Acquire = 0``) and statuses in flight are abandoned (never
+finished, so a replay from the checkpoint starts the segment cleanly). A segment already
+collected is never flown or collected twice, even when a replay repeats its messages.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +41,8 @@ from ophyd.status import Status
 
 from devices.camera import CameraFaultError, FrameDroppedError, SCMOSCamera, _finish
 from devices.scanner import PiezoScanner
+
+log = logging.getLogger("sptycho.devices")
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,9 @@ class FlyScan:
         seg = self._segment
         if seg is None:
             raise RuntimeError(f"{self.name}: no segment: call segment() before kickoff")
-        status = Status(obj=self, timeout=30)
+        # No timeout: a status abandoned by pause() must never fail later (the RunEngine
+        # would throw that failure into whatever plan runs then).
+        status = Status(obj=self)
         if seg.key in self._collected:
             _finish(status)  # a replay of a segment already collected
             return status
@@ -225,8 +231,12 @@ class FlyScan:
                 return
             except Exception as err:  # noqa: BLE001 - reported through the status
                 if generation == self._generation:
-                    self._stop_hardware()
-                    _finish(status, err)
+                    try:
+                        self._stop_hardware()
+                    except Exception:  # noqa: BLE001 - the status must still fail
+                        log.exception("%s: cannot stop the scan controller or camera", self.name)
+                    finally:
+                        _finish(status, err)
                 return
             if generation == self._generation:
                 self.line = line
@@ -284,7 +294,10 @@ class FlyScan:
         with self._lock:
             self._generation += 1
         self.line = None
-        self._stop_hardware()
+        try:
+            self._stop_hardware()
+        except Exception:  # noqa: BLE001 - a pause must not fail on an unreachable IOC
+            log.exception("%s: cannot stop the scan controller or camera", self.name)
 
     def resume(self) -> None:
         """Nothing to do: the replay from the checkpoint kicks the segment off again."""

@@ -138,6 +138,7 @@ def _fly_segment(
         problem = segment_beam_problem(flyer.beam_rows(), guard)
         if problem is None:
             yield from bps.collect(flyer, name="primary")
+            yield from bps.checkpoint()  # a replay never repeats a collected segment
             return
         flyer.discard()
         yield from bps.checkpoint()  # a suspension from here on replays only the wait

@@ -21,6 +21,8 @@ from recon.scan import scan_positions, step_from_overlap
 Polarization = Literal["LH", "LV", "CL", "CR"]
 FOCUS_FACTOR = 1.22  # Rayleigh spot = 1.22 dr
 ENERGY_RANGE_EV = (100.0, 2000.0)
+#: Most points per ptychogram the scan controller's trajectory holds (fly mode).
+FLY_MAX_POINTS = 10_000
 
 
 def check_energy(energy_ev: float) -> float:
@@ -108,6 +110,16 @@ class ScanParams(BaseModel):
             raise ValueError(
                 f"frame {self.frame_size} x binning {self.detector_binning} = {span} pixels "
                 f"exceeds the {self.sensor_pixels}-pixel sensor"
+            )
+        if self.mode == "fly" and self.n_points > FLY_MAX_POINTS:
+            raise ValueError(
+                f"{self.n_points} points per ptychogram: the scan controller holds at most "
+                f"{FLY_MAX_POINTS} in fly mode (use mode 'step' or a smaller scan)"
+            )
+        if self.motion == "continuous" and self.pattern != "raster":
+            raise ValueError(
+                "motion 'continuous' needs pattern 'raster' (consecutive spiral points are "
+                "far apart: each exposure would smear over microns)"
             )
         if self.motion == "continuous" and self.mode != "fly":
             raise ValueError(

@@ -61,6 +61,7 @@ def dark_frames(
                 check_beam=False,
             )
     yield from _new_file(camera)
+    yield from bps.checkpoint()  # a replay never rewinds into the closed dark file
     if was_open:
         yield from bps.mv(shutter, "open")
 

@@ -430,11 +430,13 @@ def run_ioc(
     from caproto.asyncio.server import Context
 
     class NoDelayContext(Context):
-        """caproto's server with Nagle's algorithm off on every client connection.
+        """caproto's server with ``TCP_NODELAY`` set again on every client connection.
 
-        Without it a reply written right after a monitor update waits for the client's
-        delayed ACK (40 ms on Linux): a fly scan's set-up puts then take 40 ms each
-        instead of 1 ms. (EPICS' own CA server sets TCP_NODELAY too.)
+        Measured on this machine (fly raster, 100 ms exposures): 8.9 ms overhead per
+        point with it, 16.7 ms without, where set-up puts took ~40 ms instead of 1 ms,
+        the signature of Nagle's algorithm meeting a delayed ACK. asyncio's socket
+        transports normally set the option themselves, so why setting it here matters is
+        not fully understood; the measurement is what keeps it.
         """
 
         async def tcp_handler(self, client: Any, addr: Any) -> Any:

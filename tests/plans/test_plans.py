@@ -200,3 +200,11 @@ def test_camera_is_configured_before_staging(bl):
     assert sets["camera_cam_min_x"] == (2048 - 128 * 6) // 2
     md = next(m for m in msgs if m.command == "open_run").kwargs
     assert md["geometry"]["detector_pixel_m"] == pytest.approx(66e-6)
+
+
+def test_fly_mode_refuses_what_the_scan_controller_cannot_do():
+    with pytest.raises(ValidationError, match="needs pattern 'raster'"):
+        RasterParams(pattern="fermat", mode="fly", motion="continuous")
+    with pytest.raises(ValidationError, match="holds at most 10000"):
+        RasterParams(area_m=20e-6, spot_m=1e-6, overlap=0.9, mode="fly", max_points=100_000)
+    assert RasterParams(pattern="fermat", mode="fly").motion == "step"  # spiral, stepping
