@@ -41,7 +41,7 @@ MODE_HELP = (
     "fly (the default): hardware-timed, the piezo scan controller runs each ptychogram on "
     "its own clock and triggers the camera (~10 ms overhead per point). "
     "step: the control system moves the stage and triggers the camera point by point "
-    "(~50-100 ms per point); for a beamline without a scan controller."
+    "(~50-65 ms per point); for a beamline without a scan controller."
 )
 MOTION_HELP = (
     "In fly mode: step (move, settle, expose still: sharp frames, the safe choice) or "

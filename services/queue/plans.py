@@ -43,6 +43,18 @@ QUEUE_PLANS: dict[str, tuple[Callable[..., Plan], type[BaseModel], tuple[str, ..
     ),
 }
 
+#: The acquisition parameters, the same in every plan's docstring.
+_ACQUISITION_DOC = """mode : str
+    ``fly`` (the default; hardware-timed: the piezo scan controller runs each ptychogram on
+    its own clock and triggers the camera, ~10-12 ms overhead per point; ``plans.fly``) or
+    ``step`` (the control system moves the stage and triggers the camera point by point,
+    ~50-65 ms per point).
+motion : str
+    In fly mode, ``step`` (move, settle, expose still: sharp frames) or ``continuous``
+    (constant speed through the points: each exposure smears the probe over about one
+    step, which the reconstruction absorbs with probe modes; raster only). ``continuous``
+    needs ``mode`` ``fly``."""
+
 _DOCS = {
     "ptycho_raster": """One defocused ptychogram: dark frames, spot, energy, polarization, raster.
 
@@ -65,16 +77,7 @@ exposure_s : float
     Exposure per point (s).
 n_dark : int
     Dark frames taken with the shutter closed (0: none).
-mode : str
-    ``step`` (the control system moves the stage and triggers the camera point by point,
-    ~70-100 ms overhead per point) or ``fly`` (hardware-timed: the piezo scan controller
-    runs each ptychogram on its own clock and triggers the camera, ~10 ms per point;
-    ``plans.fly``).
-motion : str
-    In fly mode, ``step`` (move, settle, expose still: sharp frames) or ``continuous``
-    (constant speed through the points: each exposure smears the probe over about one
-    step, which the reconstruction absorbs with probe modes). ``continuous`` needs
-    ``mode`` ``fly``.
+@ACQUISITION@
 md : dict
     Extra metadata for the run's start document.
 """,
@@ -100,16 +103,7 @@ exposure_s : float
     Exposure per point (s).
 n_dark : int
     Dark frames per dark series (0: none).
-mode : str
-    ``step`` (the control system moves the stage and triggers the camera point by point,
-    ~70-100 ms overhead per point) or ``fly`` (hardware-timed: the piezo scan controller
-    runs each ptychogram on its own clock and triggers the camera, ~10 ms per point;
-    ``plans.fly``).
-motion : str
-    In fly mode, ``step`` (move, settle, expose still: sharp frames) or ``continuous``
-    (constant speed through the points: each exposure smears the probe over about one
-    step, which the reconstruction absorbs with probe modes). ``continuous`` needs
-    ``mode`` ``fly``.
+@ACQUISITION@
 order : str
     ``energy`` (all polarizations at each energy) or ``polarization`` (the whole energy
     list for each polarization in turn).
@@ -214,6 +208,13 @@ def make_queue_plans(beamline: Any) -> dict[str, Callable[..., Plan]]:
     >>> RE(plans["ptycho_stack"](energies=[706, 708], polarizations=["CL", "CR"]))  # doctest: +SKIP
     """
     return {
-        name: make_queue_plan(name, plan, model, beamline, first=first, doc=_DOCS[name])
+        name: make_queue_plan(
+            name,
+            plan,
+            model,
+            beamline,
+            first=first,
+            doc=_DOCS[name].replace("@ACQUISITION@", _ACQUISITION_DOC),
+        )
         for name, (plan, model, first) in QUEUE_PLANS.items()
     }

@@ -4,6 +4,7 @@ against the simulated IOC's sample."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -37,6 +38,16 @@ def start_worker(tiled: Any, log: Any, algorithm: str = "AP**60", **env: str) ->
     cmd = [sys.executable, "-m", "services.worker", "--tiled-uri", tiled.uri]
     cmd += ["--api-key", tiled.api_key]
     return subprocess.Popen(cmd, env=settings, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_worker(worker: subprocess.Popen, log: Any) -> None:
+    """Stop the worker (SIGINT, then kill after 20 s) and close its log."""
+    worker.send_signal(signal.SIGINT)
+    try:
+        worker.wait(20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+    log.close()
 
 
 def truth_on_grid(meta: dict, obj_shape: tuple, positions_m: np.ndarray, frame: int) -> np.ndarray:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -15,7 +14,7 @@ import epics
 import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
-from system_helpers import lit_phase_correlation, start_worker
+from system_helpers import lit_phase_correlation, start_worker, stop_worker
 
 from plans.ptycho import defocused_raster, spectro_stack
 from services.session import open_session
@@ -155,12 +154,7 @@ def test_fly_stack_reconstructs_live_in_the_worker(session, tmp_path):
                 break
             time.sleep(0.5)
     finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
+        stop_worker(worker, log)
     table = judge(session, uid, STACK_POINTS)
     statuses = store.statuses()
     run = session.server.client()[uid]
@@ -266,12 +260,7 @@ def test_continuous_fly_stack_is_reconstructed_with_probe_modes(session, tmp_pat
                 break
             time.sleep(0.5)
     finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
+        stop_worker(worker, log)
     table = judge(session, uid, STACK_POINTS)
     md = store.statuses()[0]
     assert md["status"] == "done" and md["probe_modes"] >= 2, md.get("messages")

@@ -10,13 +10,12 @@ the new worker go on, and started again on the same port and catalog.
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 
 import numpy as np
 import pytest
-from system_helpers import start_worker
+from system_helpers import start_worker, stop_worker
 
 from devices.beamline import make_beamline
 from plans.ptycho import spectro_stack
@@ -102,12 +101,7 @@ def test_stack_survives_worker_kill_and_tiled_outage(tmp_path):
                 time.sleep(0.5)
             worker_alive = worker.poll() is None
         finally:
-            worker.send_signal(signal.SIGINT)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-            log.close()
+            stop_worker(worker, log)
             delivery.close(5)
         assert worker_alive, (tmp_path / "worker.log").read_text()[-3000:]
         assert result["uids"] == (uid,)

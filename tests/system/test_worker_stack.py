@@ -2,7 +2,6 @@
 killed mid-stack and started again)."""
 
 import signal
-import subprocess
 import threading
 import time
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky_tiled_plugins import TiledWriter
-from system_helpers import lit_phase_correlation, start_worker
+from system_helpers import lit_phase_correlation, start_worker, stop_worker
 
 from devices.beamline import make_beamline
 from plans.ptycho import spectro_stack
@@ -102,12 +101,7 @@ def test_worker_follows_the_stack_survives_a_kill_and_reconstructs(ioc, tiled, f
             time.sleep(0.5)
     finally:
         stop_watch.set()
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
+        stop_worker(worker, log)
     statuses = store.statuses()
     assert sorted(statuses) == [0, 1, 2, 3]
     assert all(md["status"] == "done" for md in statuses.values()), statuses
