@@ -3,10 +3,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CHROMIUM := /usr/bin/chromium
 DEMO_ARGS ?=
+# Debian packages the tests need: the browser test drives Debian's Chromium (Playwright's
+# own browser download fails here); the deployment tests start their own PostgreSQL and
+# Redis servers (private port and folder each, removed after) from these packages.
+TEST_PACKAGES := chromium postgresql redis-server
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-quick system-packages clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,11 +17,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e . --group dev
 	touch $(STAMP)
 
-# The browser test drives Debian's Chromium (Playwright's own browser download fails here).
-$(CHROMIUM):
-	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	$$SUDO apt-get update -qq && \
-	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# Installs (with apt-get, as root or through sudo) whichever of TEST_PACKAGES is missing.
+system-packages:
+	@missing=; for p in $(TEST_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # Simulated beamline, embedded Tiled, worker and live page: a BN stack; serves until Ctrl-C.
 demo: $(STAMP)
@@ -29,11 +39,24 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest -q
 
+# Every benchmark, each writing bench/results/<name>.json and printing its table
+# (about 15 minutes on 2 cores; `make bench-quick` runs the short variants, ~4 minutes).
 bench: $(STAMP)
 	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/recon.py
+	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/acquire.py
+	$(BIN)/python bench/web.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/simulate.py --frames 20
+	$(BIN)/python bench/recon.py --quick --repeat 1
+	$(BIN)/python bench/stream.py --frames 100 --size 64
+	$(BIN)/python bench/acquire.py --frames 10
+	$(BIN)/python bench/web.py --clients 5 --updates 5
 
 clean:
 	rm -rf $(VENV) out

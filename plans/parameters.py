@@ -226,7 +226,8 @@ class StackParams(ScanParams):
 
     ``order="energy"`` scans all polarizations at each energy (the energy loop outside);
     ``order="polarization"`` scans the whole energy list for each polarization in turn, as
-    the seed paper did (LH stack, then LV). ``dark`` is ``"once"`` per stack or
+    Vijayakumar et al. did at HERMES (J. Synchrotron Rad. 30, 2023,
+    doi:10.1107/S1600577523000955: an LH stack, then LV). ``dark`` is ``"once"`` per stack or
     ``"per-energy"`` (each time the energy changes).
     """
 

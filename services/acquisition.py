@@ -180,29 +180,24 @@ class BeamlineRunEngine(RunEngine):
     delivery: Any = None
     delivery_wait_s: float = 120.0
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _then_wait(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, then wait for the delivery whatever it raised."""
         try:
-            return super().__call__(*args, **kwargs)
+            return call(*args, **kwargs)
         finally:
             self.wait_delivered()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._then_wait(super().__call__, *args, **kwargs)
 
     def resume(self) -> Any:
-        try:
-            return super().resume()
-        finally:
-            self.wait_delivered()
+        return self._then_wait(super().resume)
 
     def abort(self, reason: str = "") -> Any:
-        try:
-            return super().abort(reason)
-        finally:
-            self.wait_delivered()
+        return self._then_wait(super().abort, reason)
 
     def stop(self) -> Any:
-        try:
-            return super().stop()
-        finally:
-            self.wait_delivered()
+        return self._then_wait(super().stop)
 
     def wait_delivered(self, timeout: float | None = None) -> bool:
         """True when every document so far is in Tiled (waits up to ``timeout``)."""
@@ -278,7 +273,8 @@ def make_run_engine(
     if delivery is None and tiled_client is not None:
         import tempfile
 
-        from services.delivery import DocumentJournal, TiledDelivery
+        from services.delivery import TiledDelivery
+        from services.journal import DocumentJournal
 
         journal = DocumentJournal(tempfile.mkdtemp(prefix="sptycho-journal-"))
         delivery = TiledDelivery(lambda: tiled_client, journal)

@@ -128,8 +128,31 @@ COMMAND_MODULES = (
 DEBUG = {"on": False}
 
 
+def package_version() -> str:
+    """The installed ``sptycho`` distribution's version (``0+unknown`` when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sptycho")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sptycho {package_version()}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
     debug: bool = typer.Option(
         False,
         "--debug",

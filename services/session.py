@@ -141,7 +141,8 @@ def open_session(
 
     from devices.beamline import make_beamline
     from services.acquisition import make_run_engine
-    from services.delivery import DocumentJournal, TiledDelivery
+    from services.delivery import TiledDelivery
+    from services.journal import DocumentJournal
     from services.tiled_server import TiledServer
 
     data_dir = Path(data_dir).resolve()

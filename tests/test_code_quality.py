@@ -1,4 +1,4 @@
-"""Lint, format and the layering contracts of DESIGN.md, run as tests."""
+"""Lint, format and the layering contracts (docs/architecture.md, "Layers"), run as tests."""
 
 import subprocess
 import sys

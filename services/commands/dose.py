@@ -26,7 +26,12 @@ def dose(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     histogram: bool = typer.Option(False, help="Include the exposure histogram in the JSON."),
 ) -> None:
-    """Weight factor k (paper Eqs. 2-5), exposure-count statistics (Fig. 7) and dose (Gy)."""
+    """Weight factor k, exposure-count statistics and dose (Gy) of an overlapping scan.
+
+    Eqs. 2-5 and Fig. 7 of Vijayakumar et al. 2023 (HERMES spectro-ptychography).
+
+    Paper: J. Synchrotron Rad. 30 (2023), doi:10.1107/S1600577523000955.
+    """
     from recon.dose import MATERIALS, dose_report
 
     require_finite(spot=spot, step=step, overlap=overlap, area=area)

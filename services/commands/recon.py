@@ -8,12 +8,21 @@ with ``--overwrite``, and never when it is the input itself.
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from services.errors import fail
 from services.validation import require_finite
+
+
+class Backend(StrEnum):
+    """Where the reconstruction runs."""
+
+    auto = "auto"  # CuPy when a CUDA GPU answers, else NumPy
+    numpy = "numpy"
+    cupy = "cupy"
 
 
 def recon(
@@ -23,8 +32,15 @@ def recon(
         "AP**200", "--algorithm", "-a", help="Algorithm chain, e.g. 'AP**150,ML**50'."
     ),
     probe_modes: int = typer.Option(1, help="Incoherent probe modes (1-10)."),
-    backend: str = typer.Option("auto", help="auto, numpy or cupy."),
-    frame_size: int = typer.Option(0, help="Crop frames to this size around the centre."),
+    backend: Backend = typer.Option(
+        Backend.auto,
+        case_sensitive=False,
+        help="auto: CuPy on a CUDA GPU when one answers, else NumPy; numpy; cupy.",
+    ),
+    frame_size: int = typer.Option(
+        0,
+        help="Crop frames to this size (pixels) around the centre; 0 keeps the whole frame.",
+    ),
     binning: int = typer.Option(1, help="Bin frames by this factor after cropping."),
     threshold: float = typer.Option(0.5, help="Photons below this (>= 0) are set to 0."),
     refine_positions: bool = typer.Option(False, help="Refine the scan positions (AP)."),
@@ -38,11 +54,12 @@ def recon(
     """Reconstruct object and probe from a ptychogram and write them to OUTPUT."""
     from tqdm import tqdm
 
-    from recon.algorithms import EngineOptions
     from recon.cxi import CXIError, read_cxi
+    from recon.engine_options import EngineOptions
     from recon.reconstruction import Reconstruction
 
-    _check_options(algorithm, probe_modes, backend, frame_size, binning, threshold, seed)
+    backend = Backend(backend)
+    _check_options(algorithm, probe_modes, frame_size, binning, threshold, seed)
     _check_paths(input, output, overwrite)
     try:
         data = read_cxi(input)
@@ -50,7 +67,7 @@ def recon(
             data,
             algorithm=algorithm,
             probe_modes=probe_modes,
-            backend=backend,
+            backend=backend.value,
             frame_size=frame_size or None,
             binning=binning,
             threshold=threshold,
@@ -90,14 +107,13 @@ def recon(
 def _check_options(
     algorithm: str,
     probe_modes: int,
-    backend: str,
     frame_size: int,
     binning: int,
     threshold: float,
     seed: int,
 ) -> None:
     """Refuse bad reconstruction options before any file is read."""
-    from recon.algorithms import parse_algorithm
+    from recon.algorithm_chain import parse_algorithm
 
     try:
         parse_algorithm(algorithm)
@@ -105,8 +121,6 @@ def _check_options(
         fail(str(err))
     if not 1 <= probe_modes <= 10:
         fail(f"probe modes must be in 1..10, got {probe_modes}")
-    if backend.lower() not in ("auto", "numpy", "cupy"):
-        fail(f"unknown backend {backend!r}: use auto, numpy or cupy")
     if frame_size < 0 or binning < 1:
         fail("frame size must be >= 0 and binning >= 1")
     require_finite(threshold=threshold)

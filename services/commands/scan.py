@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from services.commands.options import SCAN_OPTIONS
 from services.errors import fail
 from services.validation import finite_list, one_line, require_finite
 
@@ -59,6 +60,39 @@ MOTION_OPTIONS = dict(
 def _floats(text: str, what: str) -> list[float]:
     """Comma-separated finite numbers of option ``what`` (one ``error:`` line otherwise)."""
     return finite_list(text, what)
+
+
+def _params(
+    model: type,
+    specific: dict,
+    spot: float,
+    overlap: float,
+    area: float,
+    exposure: float,
+    mode: Mode,
+    motion: Motion,
+    frame_size: int,
+    dark: int,
+):
+    """The plan's parameter model from the options both scan commands share, plus
+    ``specific`` ones; bad values end in one ``error:`` line before anything moves."""
+    if "energy_ev" in specific:
+        require_finite(energy=specific["energy_ev"])
+    require_finite(spot=spot, overlap=overlap, area=area, exposure=exposure)
+    try:
+        return model(
+            **specific,
+            spot_m=spot,
+            overlap=overlap,
+            area_m=area,
+            exposure_s=exposure,
+            mode=mode.value,
+            motion=motion.value,
+            frame_size=frame_size,
+            n_dark=dark,
+        )
+    except ValidationError as err:
+        fail(one_line(err))
 
 
 def _resume_or_abort(RE, notice: str | None) -> list:
@@ -139,12 +173,12 @@ def _run(plan_factory, params, prefix, tiled_uri, api_key, data_dir) -> None:
 
 @scan_app.command("raster")
 def raster(
-    energy: float = typer.Option(192.0, help="Photon energy (eV)."),
-    polarization: str = typer.Option("LH", help="LH, LV, CL or CR."),
-    spot: float = typer.Option(1e-6, help="Spot diameter (m)."),
-    overlap: float = typer.Option(0.9, help="Overlap O = 1 - d/2r."),
-    area: float = typer.Option(2e-6, help="Scan area side (m)."),
-    exposure: float = typer.Option(0.1, help="Exposure per point (s)."),
+    energy: float = SCAN_OPTIONS["energy"],
+    polarization: str = SCAN_OPTIONS["polarization"],
+    spot: float = SCAN_OPTIONS["spot"],
+    overlap: float = SCAN_OPTIONS["overlap"],
+    area: float = SCAN_OPTIONS["area"],
+    exposure: float = SCAN_OPTIONS["exposure"],
     mode: Mode = MOTION_OPTIONS["mode"],
     motion: Motion = MOTION_OPTIONS["motion"],
     pattern: str = typer.Option("raster", help="raster or fermat."),
@@ -159,23 +193,18 @@ def raster(
     from plans.parameters import RasterParams
     from plans.ptycho import defocused_raster
 
-    require_finite(energy=energy, spot=spot, overlap=overlap, area=area, exposure=exposure)
-    try:
-        params = RasterParams(
-            energy_ev=energy,
-            polarization=polarization.upper(),
-            spot_m=spot,
-            overlap=overlap,
-            area_m=area,
-            exposure_s=exposure,
-            mode=mode.value,
-            motion=motion.value,
-            pattern=pattern,
-            frame_size=frame_size,
-            n_dark=dark,
-        )
-    except ValidationError as err:
-        fail(one_line(err))
+    params = _params(
+        RasterParams,
+        dict(energy_ev=energy, polarization=polarization.upper(), pattern=pattern),
+        spot,
+        overlap,
+        area,
+        exposure,
+        mode,
+        motion,
+        frame_size,
+        dark,
+    )
     _run(defocused_raster, params, prefix, tiled_uri, api_key, data_dir)
 
 
@@ -189,10 +218,10 @@ def stack(
         "polarization (the whole energy list per polarization).",
     ),
     dark_policy: str = typer.Option("once", "--dark-policy", help="once, per-energy or none."),
-    spot: float = typer.Option(1e-6, help="Spot diameter (m)."),
-    overlap: float = typer.Option(0.9, help="Overlap O = 1 - d/2r."),
-    area: float = typer.Option(2e-6, help="Scan area side (m)."),
-    exposure: float = typer.Option(0.1, help="Exposure per point (s)."),
+    spot: float = SCAN_OPTIONS["spot"],
+    overlap: float = SCAN_OPTIONS["overlap"],
+    area: float = SCAN_OPTIONS["area"],
+    exposure: float = SCAN_OPTIONS["exposure"],
     mode: Mode = MOTION_OPTIONS["mode"],
     motion: Motion = MOTION_OPTIONS["motion"],
     frame_size: int = typer.Option(128, help="Frame width (binned pixels)."),
@@ -206,24 +235,15 @@ def stack(
     from plans.parameters import StackParams
     from plans.ptycho import spectro_stack
 
-    require_finite(spot=spot, overlap=overlap, area=area, exposure=exposure)
-    try:
-        params = StackParams(
-            energies=_floats(energies, "energies"),
-            polarizations=[p.strip().upper() for p in polarizations.split(",") if p.strip()],
-            order=order,
-            dark=dark_policy,
-            spot_m=spot,
-            overlap=overlap,
-            area_m=area,
-            exposure_s=exposure,
-            mode=mode.value,
-            motion=motion.value,
-            frame_size=frame_size,
-            n_dark=dark,
-        )
-    except ValidationError as err:
-        fail(one_line(err))
+    specific = dict(
+        energies=_floats(energies, "energies"),
+        polarizations=[p.strip().upper() for p in polarizations.split(",") if p.strip()],
+        order=order,
+        dark=dark_policy,
+    )
+    params = _params(
+        StackParams, specific, spot, overlap, area, exposure, mode, motion, frame_size, dark
+    )
     _run(spectro_stack, params, prefix, tiled_uri, api_key, data_dir)
 
 

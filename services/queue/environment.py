@@ -116,7 +116,8 @@ def build_namespace(settings: QueueSettings | None = None) -> dict[str, Any]:
 
     from devices.beamline import make_beamline
     from services.acquisition import make_run_engine
-    from services.delivery import DocumentJournal, TiledDelivery
+    from services.delivery import TiledDelivery
+    from services.journal import DocumentJournal
     from services.queue.plans import make_queue_plans
 
     s = settings if settings is not None else load_queue_settings()

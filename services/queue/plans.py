@@ -43,6 +43,19 @@ QUEUE_PLANS: dict[str, tuple[Callable[..., Plan], type[BaseModel], tuple[str, ..
     ),
 }
 
+#: The scan geometry and dark frames, the same in every plan's docstring.
+_GEOMETRY_DOC = """spot_m : float
+    Spot diameter on the sample (m), set by defocusing the zone plate (kept at every
+    energy of a stack).
+overlap : float
+    Overlap O = 1 - d / (2 r) of neighbouring spots, 0 <= O < 1.
+area_m : float
+    Side of the square scanned area (m).
+exposure_s : float
+    Exposure per point (s).
+n_dark : int
+    Dark frames per dark series, taken with the shutter closed (0: none)."""
+
 #: The acquisition parameters, the same in every plan's docstring.
 _ACQUISITION_DOC = """mode : str
     ``fly`` (the default; hardware-timed: the piezo scan controller runs each ptychogram on
@@ -67,16 +80,7 @@ energy_ev : float
     Photon energy (eV), 100-2000.
 polarization : str
     Undulator polarization: LH, LV, CL or CR.
-spot_m : float
-    Spot diameter on the sample (m), set by defocusing the zone plate.
-overlap : float
-    Overlap O = 1 - d / (2 r) of neighbouring spots, 0 <= O < 1.
-area_m : float
-    Side of the square scanned area (m).
-exposure_s : float
-    Exposure per point (s).
-n_dark : int
-    Dark frames taken with the shutter closed (0: none).
+@GEOMETRY@
 @ACQUISITION@
 md : dict
     Extra metadata for the run's start document.
@@ -93,16 +97,7 @@ energies : list of float
     Photon energies (eV), 100-2000.
 polarizations : list of str
     Undulator polarizations, each of LH, LV, CL, CR at most once.
-spot_m : float
-    Spot diameter on the sample (m), kept at every energy.
-overlap : float
-    Overlap O = 1 - d / (2 r) of neighbouring spots, 0 <= O < 1.
-area_m : float
-    Side of the square scanned area (m).
-exposure_s : float
-    Exposure per point (s).
-n_dark : int
-    Dark frames per dark series (0: none).
+@GEOMETRY@
 @ACQUISITION@
 order : str
     ``energy`` (all polarizations at each energy) or ``polarization`` (the whole energy
@@ -214,7 +209,9 @@ def make_queue_plans(beamline: Any) -> dict[str, Callable[..., Plan]]:
             model,
             beamline,
             first=first,
-            doc=_DOCS[name].replace("@ACQUISITION@", _ACQUISITION_DOC),
+            doc=_DOCS[name]
+            .replace("@GEOMETRY@", _GEOMETRY_DOC)
+            .replace("@ACQUISITION@", _ACQUISITION_DOC),
         )
         for name, (plan, model, first) in QUEUE_PLANS.items()
     }

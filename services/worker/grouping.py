@@ -222,21 +222,13 @@ def check_frames(
     nan_frames = np.nonzero(nan.reshape(len(out), -1).any(axis=1))[0]
     sat_frames = np.nonzero(sat.reshape(len(out), -1).any(axis=1))[0]
     row_of = np.arange(len(out)) + first_row if rows is None else np.asarray(rows, np.int64)
-    messages = []
-    if nan_frames.size:
-        listed = ", ".join(str(int(row_of[i])) for i in nan_frames[:5])
-        messages.append(
-            f"ptychogram {index}: {nan_frames.size} frame(s) with NaN/inf pixels "
-            f"(rows {listed}{'...' if nan_frames.size > 5 else ''}): "
-            f"{int(nan.any(axis=0).sum())} pixel(s) masked"
-        )
-    if sat_frames.size:
-        listed = ", ".join(str(int(row_of[i])) for i in sat_frames[:5])
-        messages.append(
-            f"ptychogram {index}: {sat_frames.size} frame(s) with saturated pixels "
-            f"(rows {listed}{'...' if sat_frames.size > 5 else ''}): "
-            f"{int(sat.any(axis=0).sum())} pixel(s) masked"
-        )
+    messages = [
+        f"ptychogram {index}: {which.size} frame(s) with {what} pixels "
+        f"(rows {', '.join(str(int(row_of[i])) for i in which[:5])}"
+        f"{'...' if which.size > 5 else ''}): {int(bad.any(axis=0).sum())} pixel(s) masked"
+        for which, what, bad in ((nan_frames, "NaN/inf", nan), (sat_frames, "saturated", sat))
+        if which.size
+    ]
     return FrameCheck(
         frames=out,
         bad=(nan | sat).any(axis=0),

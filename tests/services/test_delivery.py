@@ -12,7 +12,8 @@ from bluesky.plans import count
 from ophyd.sim import SynAxis, SynGauss
 
 from services.acquisition import make_run_engine
-from services.delivery import DocumentJournal, TiledDelivery
+from services.delivery import TiledDelivery
+from services.journal import DocumentJournal
 from services.session import connect_tiled
 from services.tiled_server import TiledServer, free_port
 

@@ -8,25 +8,24 @@ HTTP server run as the systemd units run them, each in its own process group on 
 A small stack queued through the queue server's 0MQ API must end as one run in Tiled with
 every ptychogram reconstructed by the Dask worker.
 
-Every process is stopped (its whole process group) and waited for; the PostgreSQL databases
-and the Redis database the test reserved are emptied and released.
+PostgreSQL and Redis are the test's own (``private_services``): started on free ports in
+folders of their own, stopped and removed at the end, so a fresh machine with only Debian's
+packages installed runs it. Every process is stopped (its whole process group) and waited for.
 """
 
 import contextlib
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import redis
+from private_services import private_postgres, private_redis
+from service_process import Service, wait_for
 
 from services.tiled_server import TiledServer, free_port
 from services.worker.tiled_io import ResultStore
@@ -53,166 +52,6 @@ POINTS = 25
 N_PTYCHOGRAMS = 4
 
 
-class Service:
-    """One process of the deployment, in its own session (so its children can be stopped).
-
-    Parameters
-    ----------
-    name : short name (log file ``<name>.log`` in ``log_dir``)
-    cmd : command line
-    env : its environment
-    log_dir : where its output goes
-    stop_signal : what its systemd unit stops it with (``KillSignal=``)
-    """
-
-    def __init__(
-        self,
-        name: str,
-        cmd: list[str],
-        env: dict[str, str],
-        log_dir: Path,
-        stop_signal: int = signal.SIGTERM,
-    ) -> None:
-        self.name = name
-        self.cmd = [str(c) for c in cmd]
-        self.env = env
-        self.log_path = log_dir / f"{name}.log"
-        self.stop_signal = stop_signal
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Service":
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                cwd=self.log_path.parent,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self, chars: int = 3000) -> str:
-        """The last ``chars`` characters of its output."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def check(self) -> None:
-        """Fail the test with its output if it has exited."""
-        if self.proc is not None and not self.alive():
-            pytest.fail(f"{self.name} exited ({self.proc.returncode}):\n{self.log()}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Signal its process group, wait; SIGKILL what is left of the group."""
-        if self.proc is None:
-            return
-        pgid = self.proc.pid  # start_new_session: the leader's pid is the group id
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, self.stop_signal)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)  # the leader if it hung, and any orphaned child
-        self.proc.wait(10)
-
-    def __enter__(self) -> "Service":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def wait_for(
-    condition: Callable[[], object], timeout: float, what: str, services: list[Service]
-) -> object:
-    """Poll ``condition`` until it returns something true; fail naming ``what`` otherwise.
-
-    The services are checked at every poll: one that exits fails the test with its output.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for s in services:
-            s.check()
-        try:
-            value = condition()
-        except Exception:  # noqa: BLE001 - not up yet
-            value = None
-        if value:
-            return value
-        time.sleep(0.3)
-    logs = "\n".join(f"--- {s.name}\n{s.log(1500)}" for s in services)
-    pytest.fail(f"{what} within {timeout:g} s\n{logs}")
-
-
-@contextlib.contextmanager
-def reserved_redis_db() -> Iterator[int]:
-    """A Redis database number nobody uses, held by a lock key in database 0; emptied after.
-
-    Tiled's streaming-cache keys have no prefix, so a test Tiled server must not share a
-    database with another one (deploy/tiled.env gives production its own number too).
-    """
-    r0 = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2, socket_timeout=5)
-    try:
-        r0.ping()
-        n_dbs = int(r0.config_get("databases").get("databases", 16))
-    except redis.RedisError as err:
-        pytest.fail(f"Redis must run on 127.0.0.1:6379 for this test: {err}")
-    token = uuid.uuid4().hex
-    chosen = None
-    for db in range(n_dbs - 1, 0, -1):
-        lock = f"sptycho:test-redis-db:{db}"
-        if not r0.set(lock, token, nx=True, ex=1800):
-            continue
-        if redis.Redis(host="127.0.0.1", port=6379, db=db).dbsize() == 0:
-            chosen = db
-            break
-        r0.delete(lock)
-    if chosen is None:
-        pytest.fail("no empty Redis database to reserve")
-    lock = f"sptycho:test-redis-db:{chosen}"
-    try:
-        yield chosen
-    finally:
-        r = redis.Redis(host="127.0.0.1", port=6379, db=chosen, socket_timeout=5)
-        for key in list(r.scan_iter(count=1000)):  # all ours: the database was empty
-            r.delete(key)
-        if r0.get(lock) == token.encode():
-            r0.delete(lock)
-
-
-def _psql(sql: str) -> None:
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c", sql],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
-@contextlib.contextmanager
-def fresh_databases() -> Iterator[str]:
-    """New PostgreSQL databases ``<name>`` (catalog) and ``<name>_tables``; dropped after."""
-    try:
-        _psql("select 1")
-    except (subprocess.SubprocessError, OSError) as err:
-        pytest.fail(f"PostgreSQL must run on 127.0.0.1:5432 for this test: {err}")
-    name = f"sptycho_deploy_{uuid.uuid4().hex[:8]}"
-    _psql(f"create database {name}")
-    try:
-        _psql(f"create database {name}_tables")
-        yield name
-    finally:
-        for db in (name, f"{name}_tables"):
-            _psql(f"drop database if exists {db} with (force)")
-
-
 def _close_environment(RM) -> None:
     """Close the queue server's environment (devices, RE) before its process is stopped."""
     with contextlib.suppress(Exception):
@@ -237,19 +76,20 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path,
     control, info = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     scheduler_addr = f"tcp://127.0.0.1:{free_port()}"
     http_port, http_key = free_port(), secrets.token_hex(16)
-    qs_prefix = f"sptycho_test_{uuid.uuid4().hex[:8]}"
+    qs_prefix = "sptycho_test"
     base = dict(os.environ, PYTHONUNBUFFERED="1")  # with conftest's loopback CA settings
 
     with contextlib.ExitStack() as stack:
-        redis_db = stack.enter_context(reserved_redis_db())
-        db = stack.enter_context(fresh_databases())
-        # deploy/tiled.env
-        pg = "postgres@127.0.0.1:5432"
-        monkeypatch.setenv("SPTYCHO_TILED_DB", f"postgresql+asyncpg://{pg}/{db}")
-        monkeypatch.setenv("SPTYCHO_TILED_TABULAR", f"postgresql://{pg}/{db}_tables")
+        rds = stack.enter_context(private_redis())
+        pg = stack.enter_context(private_postgres())
+        catalog, tables = pg.create_database("catalog"), pg.create_database("tables")
+        # deploy/tiled.env; the queue server and Tiled share the Redis server, not a database
+        redis_db = 1
+        monkeypatch.setenv("SPTYCHO_TILED_DB", pg.url(catalog, "postgresql+asyncpg"))
+        monkeypatch.setenv("SPTYCHO_TILED_TABULAR", pg.url(tables))
         monkeypatch.setenv("SPTYCHO_TILED_DATA", str(tmp_path / "tiled" / "data"))
         monkeypatch.setenv("SPTYCHO_FRAMES", str(frames))
-        monkeypatch.setenv("SPTYCHO_REDIS", f"redis://127.0.0.1:6379/{redis_db}")
+        monkeypatch.setenv("SPTYCHO_REDIS", rds.url(0))
         tiled = TiledServer(tmp_path / "tiled", config=DEPLOY / "tiled" / "config.yml")
 
         # the processes that need nothing else start first, side by side
@@ -271,7 +111,7 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path,
             "queueserver",
             [BIN / "start-re-manager", "--config", DEPLOY / "queueserver" / "config.yml"]
             + ["--zmq-control-addr", control, "--zmq-info-addr", info]
-            + ["--redis-addr", f"127.0.0.1:6379/{redis_db}", "--redis-name-prefix", qs_prefix]
+            + ["--redis-addr", f"127.0.0.1:{rds.port}/{redis_db}", "--redis-name-prefix", qs_prefix]
             + ["--existing-plans-devices", state / "existing_plans_and_devices.yaml"]
             + ["--user-group-permissions", DEPLOY / "queueserver" / "user_group_permissions.yaml"],
             dict(

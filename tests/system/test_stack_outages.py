@@ -20,7 +20,8 @@ from system_helpers import start_worker, stop_worker
 from devices.beamline import make_beamline
 from plans.ptycho import spectro_stack
 from services.acquisition import make_run_engine
-from services.delivery import DocumentJournal, TiledDelivery
+from services.delivery import TiledDelivery
+from services.journal import DocumentJournal
 from services.session import connect_tiled
 from services.tiled_server import TiledServer, free_port
 from services.worker.tiled_io import ResultStore

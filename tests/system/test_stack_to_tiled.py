@@ -5,11 +5,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from private_services import private_postgres, private_redis
 
 from devices.beamline import make_beamline
 from plans.ptycho import spectro_stack
@@ -199,41 +199,21 @@ def test_scan_command_refuses_bad_parameters_before_connecting():
     assert "outside 100-2000" in out.stderr
 
 
-def _psql(sql: str) -> None:
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", sql],
-        check=True,
-        capture_output=True,
-    )
-
-
 @pytest.fixture
 def postgres_redis_tiled(tmp_path, frames_dir, monkeypatch):
-    """Tiled from deploy/tiled/config.yml: PostgreSQL catalog, Redis streaming cache."""
-    try:
-        import redis
-
-        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2).ping()
-        _psql("select 1")
-    except Exception as err:  # pragma: no cover - they run on every machine of this project
-        pytest.fail(f"PostgreSQL and Redis must run on 127.0.0.1 for this test: {err}")
-    db = f"sptycho_test_{uuid.uuid4().hex[:8]}"
-    _psql(f"create database {db}")
-    _psql(f"create database {db}_tables")
+    """Tiled from deploy/tiled/config.yml: PostgreSQL catalog, Redis streaming cache (the
+    test's own servers, on private ports)."""
     root = Path(__file__).resolve().parents[2]
-    monkeypatch.setenv("SPTYCHO_TILED_DB", f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}")
-    monkeypatch.setenv("SPTYCHO_TILED_TABULAR", f"postgresql://postgres@127.0.0.1:5432/{db}_tables")
-    monkeypatch.setenv("SPTYCHO_TILED_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("SPTYCHO_FRAMES", str(frames_dir))
-    monkeypatch.setenv("SPTYCHO_REDIS", "redis://127.0.0.1:6379")
-    (tmp_path / "data").mkdir()
-    server = TiledServer(tmp_path, config=root / "deploy" / "tiled" / "config.yml")
-    try:
-        with server:
+    with private_postgres() as pg, private_redis() as rds:
+        catalog, tables = pg.create_database("catalog"), pg.create_database("tables")
+        monkeypatch.setenv("SPTYCHO_TILED_DB", pg.url(catalog, "postgresql+asyncpg"))
+        monkeypatch.setenv("SPTYCHO_TILED_TABULAR", pg.url(tables))
+        monkeypatch.setenv("SPTYCHO_TILED_DATA", str(tmp_path / "data"))
+        monkeypatch.setenv("SPTYCHO_FRAMES", str(frames_dir))
+        monkeypatch.setenv("SPTYCHO_REDIS", rds.url(0))
+        (tmp_path / "data").mkdir()
+        with TiledServer(tmp_path, config=root / "deploy" / "tiled" / "config.yml") as server:
             yield server
-    finally:
-        _psql(f"drop database if exists {db}")
-        _psql(f"drop database if exists {db}_tables")
 
 
 def test_stack_with_postgresql_and_redis(bl, postgres_redis_tiled):
