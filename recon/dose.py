@@ -1,4 +1,8 @@
-"""Radiation dose of overlapping ptychographic scans (seed paper, Sec. 4.3, Eqs. 1-5, Fig. 7).
+"""Radiation dose of overlapping ptychographic scans.
+
+Following Vijayakumar et al., "Soft X-ray spectro-ptychography" at the HERMES beamline,
+J. Synchrotron Rad. 30 (2023), doi:10.1107/S1600577523000955, Sec. 4.3, Eqs. 1-5 and Fig. 7
+(the equation and figure numbers below are theirs).
 
 The overlap of two spots of radius ``R`` whose centres are ``d`` apart is the lens area
 (Eq. 2) ``A(d) = 2 R^2 acos(d / 2R) - (d / 2) sqrt(4 R^2 - d^2)``. Summed over every

@@ -1,9 +1,10 @@
 """Geometry of far-field ptychography: wavelength, pixel sizes, scattering angles, resolution.
 
-Conventions follow the seed paper (Vijayakumar et al., J. Synchrotron Rad. 2023,
-doi:10.1107/S1600577523000955): the scattering vector is ``q = (4 pi / lambda) sin(theta)``
-with ``theta`` the angle from the optical axis to the edge of the detector region used, and
-the expected resolution is ``lambda / sin(theta)`` (equivalently ``4 pi / q_max``).
+Conventions follow Vijayakumar et al., "Soft X-ray spectro-ptychography" at the HERMES
+beamline, J. Synchrotron Rad. 30 (2023), doi:10.1107/S1600577523000955: the scattering vector
+is ``q = (4 pi / lambda) sin(theta)`` with ``theta`` the angle from the optical axis to the
+edge of the detector region used, and the expected resolution is ``lambda / sin(theta)``
+(equivalently ``4 pi / q_max``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def max_scattering_angle_rad(n_pixels: int, detector_pixel_m: float, distance_m:
 def q_max_inv_nm(
     energy_ev: float, n_pixels: int, detector_pixel_m: float, distance_m: float
 ) -> float:
-    """Maximum scattering vector ``(4 pi / lambda) sin(theta)`` in nm^-1 (paper's Table 1)."""
+    """Maximum scattering vector ``(4 pi / lambda) sin(theta)`` in nm^-1.
+
+    As in Vijayakumar et al. 2023, Table 1.
+    """
     theta = max_scattering_angle_rad(n_pixels, detector_pixel_m, distance_m)
     return 4 * math.pi / (wavelength_m(energy_ev) * 1e9) * math.sin(theta)
 
@@ -60,7 +64,7 @@ def q_max_inv_nm(
 def expected_resolution_m(
     energy_ev: float, n_pixels: int, detector_pixel_m: float, distance_m: float
 ) -> float:
-    """Expected resolution ``lambda / sin(theta)`` in metres (paper's Table 1)."""
+    """Expected resolution ``lambda / sin(theta)`` in metres (Vijayakumar et al. 2023, Table 1)."""
     theta = max_scattering_angle_rad(n_pixels, detector_pixel_m, distance_m)
     return wavelength_m(energy_ev) / math.sin(theta)
 

@@ -1,10 +1,10 @@
-"""Fused inner-loop kernels of the ptychographic engines.
+"""Inner-loop kernels of the ptychographic engines.
 
 Every kernel exists once as array-module-generic code (``xp``: NumPy or CuPy) and, on the CPU
-when `numba <https://numba.pydata.org>`_ is importable, as a fused, multi-threaded loop that
-reads and writes each frame stack once (the element-wise work of an iteration then costs
-little next to its two FFTs). The algorithms in :mod:`recon.algorithms` only call the
-functions here, so there is one copy of each algorithm for both back-ends.
+when `numba <https://numba.pydata.org>`_ is importable, as a fused, multi-threaded loop of
+:mod:`recon.numba_kernels` that reads and writes each frame stack once. The algorithms in
+:mod:`recon.algorithms` only call the functions here, so there is one copy of each algorithm
+for both back-ends.
 
 Shapes used throughout:
 
@@ -20,22 +20,18 @@ Set ``SPTYCHO_NUMBA=0`` to force the generic code path on the CPU.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from recon import numba_kernels as nbk
 from recon.backend import get_xp
+from recon.deviance import poisson_deviance
 
-try:  # numba is optional: the generic code is always there.
-    import numba as _nb
-
-    _HAS_NUMBA = os.environ.get("SPTYCHO_NUMBA", "1") != "0"
-except ImportError:  # pragma: no cover - depends on the environment
-    _nb = None
-    _HAS_NUMBA = False
+#: Use the numba kernels for NumPy arrays (tests switch it off to compare the two paths).
+_HAS_NUMBA = nbk.AVAILABLE
 
 #: Smallest model intensity (photons) used in divisions.
 TINY = np.float32(1e-12)
@@ -94,247 +90,6 @@ class PatchGeometry:
 
 
 # --------------------------------------------------------------------------------------
-# numba kernels (CPU)
-# --------------------------------------------------------------------------------------
-if _HAS_NUMBA:
-    _jit = _nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    _prange = _nb.prange
-
-    @_jit
-    def _nb_exit_waves(obj, probes, bins, corners, out, accumulate):  # pragma: no cover
-        m, kk, ny, nx = out.shape
-        for j in _prange(m):
-            cy = corners[j, 0]
-            cx = corners[j, 1]
-            b = bins[j]
-            for k in range(kk):
-                for y in range(ny):
-                    orow = obj[cy + y, cx : cx + nx]
-                    prow = probes[b, k, y]
-                    wrow = out[j, k, y]
-                    if accumulate:
-                        for x in range(nx):
-                            wrow[x] += prow[x] * orow[x]
-                    else:
-                        for x in range(nx):
-                            wrow[x] = prow[x] * orow[x]
-
-    # Hot loops are kept free of branches and run over contiguous pixels (modes in an outer
-    # loop, per-frame scratch rows) so that LLVM vectorises them; the log-likelihood and the
-    # background ratio are separate passes over the frames that need them.
-    @_jit
-    def _nb_a2(wave, j, out):  # pragma: no cover
-        kk, p = wave.shape[1], wave.shape[2]
-        for x in range(p):
-            out[x] = np.float32(0.0)
-        for k in range(kk):
-            row = wave[j, k]
-            for x in range(p):
-                v = row[x]
-                out[x] += v.real * v.real + v.imag * v.imag
-
-    @_jit
-    def _nb_llk(wave, inten, keep, bg, scale, dev, llk_every, j0):  # pragma: no cover
-        m, kk, p = wave.shape
-        tiny = np.float32(1e-12)
-        for j in _prange(m):
-            if (j0 + j) % llk_every != 0:
-                continue
-            a2 = np.empty(p, np.float32)
-            _nb_a2(wave, j, a2)
-            s = scale[j]
-            acc = 0.0
-            for x in range(p):
-                mm = max(s * a2[x] + bg[x], tiny)
-                i = inten[j, x]
-                acc += keep[x] * (i * np.log(i / mm + np.float32(1e-30)) - (i - mm))
-            dev[j] = 2.0 * acc
-
-    @_jit
-    def _nb_ratio(wave, inten, keep, bg, scale, ratio):  # pragma: no cover
-        m, kk, p = wave.shape
-        tiny = np.float32(1e-12)
-        for j in _prange(m):
-            t = _nb.get_thread_id()
-            a2 = np.empty(p, np.float32)
-            _nb_a2(wave, j, a2)
-            s = scale[j]
-            r = ratio[t]
-            for x in range(p):
-                r[x] += keep[x] * inten[j, x] / max(s * a2[x] + bg[x], tiny)
-
-    @_jit
-    def _nb_ap(wave, inten, keep, bg, scale):  # pragma: no cover
-        m, kk, p = wave.shape
-        one = np.float32(1.0)
-        tiny = np.float32(1e-12)
-        for j in _prange(m):
-            f = np.empty(p, np.float32)
-            _nb_a2(wave, j, f)
-            s = scale[j]
-            for x in range(p):
-                kp = keep[x]
-                f[x] = kp * np.sqrt(inten[j, x] / max(s * f[x] + bg[x], tiny)) + (one - kp)
-            for k in range(kk):
-                row = wave[j, k]
-                for x in range(p):
-                    row[x] *= f[x]
-
-    @_jit
-    def _nb_dm(wave, psi, inten, keep, bg, scale):  # pragma: no cover
-        # psi <- psi + P_F(2 wave - psi) - wave; wave <- psi
-        m, kk, p = wave.shape
-        one = np.float32(1.0)
-        two = np.float32(2.0)
-        tiny = np.float32(1e-12)
-        for j in _prange(m):
-            f = np.zeros(p, np.float32)
-            for k in range(kk):
-                wrow = wave[j, k]
-                qrow = psi[j, k]
-                for x in range(p):
-                    z = two * wrow[x] - qrow[x]
-                    f[x] += z.real * z.real + z.imag * z.imag
-            s = scale[j]
-            for x in range(p):
-                kp = keep[x]
-                f[x] = kp * np.sqrt(inten[j, x] / max(s * f[x] + bg[x], tiny)) + (one - kp)
-            for k in range(kk):
-                wrow = wave[j, k]
-                qrow = psi[j, k]
-                for x in range(p):
-                    w = wrow[x]
-                    q = qrow[x]
-                    q += f[x] * (two * w - q) - w
-                    qrow[x] = q
-                    wrow[x] = q
-
-    @_jit
-    def _nb_ml_weight(wave, inten, keep, bg, scale):  # pragma: no cover
-        m, kk, p = wave.shape
-        one = np.float32(1.0)
-        tiny = np.float32(1e-12)
-        for j in _prange(m):
-            f = np.empty(p, np.float32)
-            _nb_a2(wave, j, f)
-            s = scale[j]
-            for x in range(p):
-                f[x] = keep[x] * s * (one - inten[j, x] / max(s * f[x] + bg[x], tiny))
-            for k in range(kk):
-                row = wave[j, k]
-                for x in range(p):
-                    row[x] *= f[x]
-
-    @_jit
-    def _nb_ml_line(wave0, dwave, inten, keep, bg, scale, out):  # pragma: no cover
-        m, kk, p = wave0.shape
-        tiny = np.float32(1e-12)
-        two = np.float32(2.0)
-        for j in _prange(m):
-            a2 = np.zeros(p, np.float32)
-            c = np.zeros(p, np.float32)
-            b2 = np.zeros(p, np.float32)
-            for k in range(kk):
-                vrow = wave0[j, k]
-                drow = dwave[j, k]
-                for x in range(p):
-                    v = vrow[x]
-                    d = drow[x]
-                    a2[x] += v.real * v.real + v.imag * v.imag
-                    c[x] += v.real * d.real + v.imag * d.imag
-                    b2[x] += d.real * d.real + d.imag * d.imag
-            s = scale[j]
-            d1 = 0.0
-            d2 = 0.0
-            for x in range(p):
-                mm = max(s * a2[x] + bg[x], tiny)
-                r = inten[j, x] / mm
-                a = two * s * c[x]
-                kp = keep[x]
-                d1 += kp * a * (1 - r)
-                d2 += kp * (two * s * b2[x] * (1 - r) + a * a * r / mm)
-            out[j, 0] = d1
-            out[j, 1] = d2
-
-    @_jit
-    def _nb_backproject_object(
-        wave, probes, bins, corners, out, n_bands, p2, illum, do_illum
-    ):  # pragma: no cover
-        # out[patch j] += sum_k conj(P) wave; with do_illum also illum[patch j] += p2[bin j]
-        m, kk, ny, nx = wave.shape
-        h = out.shape[0]
-        band = (h + n_bands - 1) // n_bands
-        for t in _prange(n_bands):
-            r0 = t * band
-            r1 = min(h, r0 + band)
-            for j in range(m):
-                cy = corners[j, 0]
-                cx = corners[j, 1]
-                b = bins[j]
-                y0 = max(0, r0 - cy)
-                y1 = min(ny, r1 - cy)
-                for y in range(y0, y1):
-                    orow = out[cy + y, cx : cx + nx]
-                    for k in range(kk):
-                        prow = probes[b, k, y]
-                        wrow = wave[j, k, y]
-                        for x in range(nx):
-                            orow[x] += prow[x].conjugate() * wrow[x]
-                    if do_illum:
-                        irow = illum[cy + y, cx : cx + nx]
-                        qrow = p2[b, y]
-                        for x in range(nx):
-                            irow[x] += qrow[x]
-
-    @_jit
-    def _nb_illumination(probes, bins, corners, out, n_bands):  # pragma: no cover
-        bb, kk, ny, nx = probes.shape
-        m = corners.shape[0]
-        h = out.shape[0]
-        band = (h + n_bands - 1) // n_bands
-        for t in _prange(n_bands):
-            r0 = t * band
-            r1 = min(h, r0 + band)
-            for j in range(m):
-                cy = corners[j, 0]
-                cx = corners[j, 1]
-                b = bins[j]
-                y0 = max(0, r0 - cy)
-                y1 = min(ny, r1 - cy)
-                for y in range(y0, y1):
-                    for k in range(kk):
-                        for x in range(nx):
-                            v = probes[b, k, y, x]
-                            out[cy + y, cx + x] += v.real * v.real + v.imag * v.imag
-
-    @_jit
-    def _nb_backproject_probe(wave, obj, bins, corners, num, den):  # pragma: no cover
-        # num: (T, B, K, n, n), den: (T, B, n, n) per-thread accumulators
-        m, kk, ny, nx = wave.shape
-        for j in _prange(m):
-            t = _nb.get_thread_id()
-            cy = corners[j, 0]
-            cx = corners[j, 1]
-            b = bins[j]
-            for y in range(ny):
-                orow = obj[cy + y, cx : cx + nx]
-                drow = den[t, b, y]
-                for x in range(nx):
-                    o = orow[x]
-                    drow[x] += o.real * o.real + o.imag * o.imag
-                for k in range(kk):
-                    nrow = num[t, b, k, y]
-                    wrow = wave[j, k, y]
-                    for x in range(nx):
-                        nrow[x] += orow[x].conjugate() * wrow[x]
-
-
-def _n_bands(h: int) -> int:
-    threads = _nb.get_num_threads() if _nb is not None else 1
-    return max(1, min(h, 4 * threads))
-
-
-# --------------------------------------------------------------------------------------
 # public kernels
 # --------------------------------------------------------------------------------------
 def exit_waves(
@@ -355,7 +110,7 @@ def exit_waves(
     """
     xp = get_xp(obj, out)
     if numba_enabled(xp):
-        _nb_exit_waves(obj, probes, geom.bins, geom.corners, out, accumulate)
+        nbk.exit_waves(obj, probes, geom.bins, geom.corners, out, accumulate)
         return out
     rows, cols = geom.rows_cols()
     waves = probes[geom.bins] * obj[rows, cols][:, None]
@@ -371,8 +126,37 @@ def _flat(a: Any) -> Any:
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def _llk_rows(xp: ModuleType, m: int, llk_every: int, j0: int) -> Any:
-    return (xp.arange(m) + j0) % llk_every == 0
+def _numba_args(wave: Any, inten: Any, good: Any, bg: Any) -> tuple[Any, Any, Any, Any]:
+    """Flattened (M, K, P) waves, (M, P) photons, (P,) float32 good-pixel weight, (P,) bg."""
+    m = wave.shape[0]
+    return _flat(wave), inten.reshape(m, -1), good.astype(np.float32).ravel(), bg.ravel()
+
+
+def _numba_deviance(args: tuple, scale: Any, deviance_every: int, j0: int) -> float:
+    """Unnormalised deviance of the selected frames by the fused numba kernel."""
+    flat, inten2, keep, b = args
+    dev = np.zeros(flat.shape[0], np.float64)
+    nbk.deviance_rows(flat, inten2, keep, b, scale, dev, deviance_every, j0)
+    return float(dev.sum())
+
+
+def _model_and_deviance(
+    wave: Any, inten: Any, good: Any, bg: Any, scale: Any, deviance_every: int, j0: int
+) -> tuple[Any, float]:
+    """(M, n, n) float32 model photons ``max(scale sum_k |wave_k|^2 + bg, TINY)`` and the
+    unnormalised Poisson deviance of the selected frames (generic code)."""
+    xp = get_xp(wave)
+    a2 = (wave.real**2 + wave.imag**2).sum(axis=1)
+    mod = xp.maximum(scale[:, None, None] * a2 + bg, TINY)
+    rows = (xp.arange(wave.shape[0]) + j0) % deviance_every == 0
+    dev = poisson_deviance(inten[rows], mod[rows], ~good, normalise=False)
+    return mod, dev
+
+
+def _modulus_factor(inten: Any, mod: Any, good: Any) -> Any:
+    """(M, n, n) float32 ``sqrt(I / M)`` on good pixels, 1 on masked ones."""
+    xp = get_xp(inten)
+    return xp.where(good, xp.sqrt(inten / mod), 1).astype(np.float32)
 
 
 def fourier_project(
@@ -383,7 +167,7 @@ def fourier_project(
     scale: Any,
     psi: Any = None,
     ratio: Any = None,
-    llk_every: int = 1,
+    deviance_every: int = 1,
     j0: int = 0,
 ) -> float:
     """Modulus projection in Fourier space, in place, and the model's Poisson deviance.
@@ -402,57 +186,45 @@ def fourier_project(
     scale : (M,) float32 per-frame scale
     psi : (M, K, n, n) complex64 difference-map iterate, or None
     ratio : (n, n) float32 accumulator of ``I / M`` (for the background update), or None
-    llk_every, j0 : the deviance is summed over the frames whose index in the whole scan,
-        ``j0 + j``, is a multiple of ``llk_every`` (1: all frames)
+    deviance_every, j0 : the deviance is summed over the frames whose index in the whole
+        scan, ``j0 + j``, is a multiple of ``deviance_every`` (1: all frames)
 
     Returns
     -------
-    deviance : Poisson deviance ``2 sum [I ln(I/M) - (I - M)]`` of the model over the good
-        pixels of the selected frames
+    deviance : unnormalised Poisson deviance (:func:`recon.deviance.poisson_deviance`,
+        ``normalise=False``) of the model before the projection, over the good pixels of
+        the selected frames
     """
     xp = get_xp(wave)
     if numba_enabled(xp):
-        m = wave.shape[0]
-        dev = np.zeros(m, np.float64)
-        keep = good.astype(np.float32).ravel()
-        flat, b, inten2 = _flat(wave), bg.ravel(), inten.reshape(m, -1)
-        _nb_llk(flat, inten2, keep, b, scale, dev, llk_every, j0)
+        args = _numba_args(wave, inten, good, bg)
+        dev = _numba_deviance(args, scale, deviance_every, j0)
+        flat, inten2, keep, b = args
         if ratio is not None:
-            r = np.zeros((_nb.get_num_threads(), keep.size), np.float32)
-            _nb_ratio(flat, inten2, keep, b, scale, r)
+            r = np.zeros((nbk.num_threads(), keep.size), np.float32)
+            nbk.add_ratio(flat, inten2, keep, b, scale, r)
             ratio += r.sum(axis=0).reshape(ratio.shape)
         if psi is not None:
-            _nb_dm(flat, _flat(psi), inten2, keep, b, scale)
+            nbk.difference_map(flat, _flat(psi), inten2, keep, b, scale)
         else:
-            _nb_ap(flat, inten2, keep, b, scale)
-        return float(dev.sum())
-    a2 = (wave.real**2 + wave.imag**2).sum(axis=1)
-    mod = xp.maximum(scale[:, None, None] * a2 + bg, TINY)
-    rows = _llk_rows(xp, wave.shape[0], llk_every, j0)
-    dev = _deviance(xp, inten[rows], mod[rows], good)
+            nbk.modulus_project(flat, inten2, keep, b, scale)
+        return dev
+    mod, dev = _model_and_deviance(wave, inten, good, bg, scale, deviance_every, j0)
     if ratio is not None:
         ratio += xp.where(good, inten / mod, 0).sum(axis=0).astype(np.float32)
     if psi is None:
-        f = xp.where(good, xp.sqrt(inten / mod), 1).astype(np.float32)
-        wave *= f[:, None]
+        wave *= _modulus_factor(inten, mod, good)[:, None]
     else:
         z = 2 * wave - psi
         z2 = (z.real**2 + z.imag**2).sum(axis=1)
         mz = xp.maximum(scale[:, None, None] * z2 + bg, TINY)
-        f = xp.where(good, xp.sqrt(inten / mz), 1).astype(np.float32)
-        psi += f[:, None] * z - wave
+        psi += _modulus_factor(inten, mz, good)[:, None] * z - wave
         wave[...] = psi
     return dev
 
 
-def _deviance(xp: ModuleType, inten: Any, mod: Any, good: Any) -> float:
-    pos = inten > 0
-    term = xp.where(pos, inten * xp.log(xp.where(pos, inten, 1) / mod), 0) - (inten - mod)
-    return float(2 * xp.sum(xp.where(good, term, 0), dtype=np.float64))
-
-
 def ml_gradient_fourier(
-    wave: Any, inten: Any, good: Any, bg: Any, scale: Any, llk_every: int = 1, j0: int = 0
+    wave: Any, inten: Any, good: Any, bg: Any, scale: Any, deviance_every: int = 1, j0: int = 0
 ) -> float:
     """Replace ``wave`` by ``scale (1 - I / M) wave`` (0 on masked pixels), in place.
 
@@ -465,17 +237,11 @@ def ml_gradient_fourier(
     """
     xp = get_xp(wave)
     if numba_enabled(xp):
-        m = wave.shape[0]
-        dev = np.zeros(m, np.float64)
-        keep = good.astype(np.float32).ravel()
-        flat, b, inten2 = _flat(wave), bg.ravel(), inten.reshape(m, -1)
-        _nb_llk(flat, inten2, keep, b, scale, dev, llk_every, j0)
-        _nb_ml_weight(flat, inten2, keep, b, scale)
-        return float(dev.sum())
-    a2 = (wave.real**2 + wave.imag**2).sum(axis=1)
-    mod = xp.maximum(scale[:, None, None] * a2 + bg, TINY)
-    rows = _llk_rows(xp, wave.shape[0], llk_every, j0)
-    dev = _deviance(xp, inten[rows], mod[rows], good)
+        args = _numba_args(wave, inten, good, bg)
+        dev = _numba_deviance(args, scale, deviance_every, j0)
+        nbk.ml_weight(*args, scale)
+        return dev
+    mod, dev = _model_and_deviance(wave, inten, good, bg, scale, deviance_every, j0)
     w = xp.where(good, scale[:, None, None] * (1 - inten / mod), 0).astype(np.float32)
     wave *= w[:, None]
     return dev
@@ -492,10 +258,9 @@ def ml_line_sums(
     """
     xp = get_xp(wave0)
     if numba_enabled(xp):
-        m = wave0.shape[0]
-        out = np.zeros((m, 2), np.float64)
-        keep = good.astype(np.float32).ravel()
-        _nb_ml_line(_flat(wave0), _flat(dwave), inten.reshape(m, -1), keep, bg.ravel(), scale, out)
+        flat, inten2, keep, b = _numba_args(wave0, inten, good, bg)
+        out = np.zeros((flat.shape[0], 2), np.float64)
+        nbk.ml_line(flat, _flat(dwave), inten2, keep, b, scale, out)
         return float(out[:, 0].sum()), float(out[:, 1].sum())
     s = scale[:, None, None]
     a2 = (wave0.real**2 + wave0.imag**2).sum(axis=1)
@@ -549,13 +314,13 @@ def backproject_object(
     if numba_enabled(xp):
         do_illum = illum is not None
         p2 = (probes.real**2 + probes.imag**2).sum(axis=1) if do_illum else probes.real[:, 0]
-        _nb_backproject_object(
+        nbk.backproject_object(
             wave,
             probes,
             geom.bins,
             geom.corners,
             out,
-            _n_bands(out.shape[0]),
+            nbk.row_bands(out.shape[0]),
             p2,
             illum if do_illum else np.zeros((1, 1), np.float32),
             do_illum,
@@ -572,7 +337,7 @@ def illumination(probes: Any, geom: PatchGeometry, out: Any) -> Any:
     """``out[patch j] += sum_k |probes[bins[j], k]|^2``: (H, W) float32 accumulator."""
     xp = get_xp(probes)
     if numba_enabled(xp):
-        _nb_illumination(probes, geom.bins, geom.corners, out, _n_bands(out.shape[0]))
+        nbk.illumination(probes, geom.bins, geom.corners, out, nbk.row_bands(out.shape[0]))
         return out
     p2 = (probes.real**2 + probes.imag**2).sum(axis=1)
     _scatter_add(xp, out, geom.flat_index(), p2[geom.bins])
@@ -591,10 +356,10 @@ def backproject_probe(wave: Any, obj: Any, geom: PatchGeometry, num: Any, den: A
     """
     xp = get_xp(wave)
     if numba_enabled(xp):
-        threads = _nb.get_num_threads()
+        threads = nbk.num_threads()
         tnum = np.zeros((threads, *num.shape), num.dtype)
         tden = np.zeros((threads, *den.shape), den.dtype)
-        _nb_backproject_probe(wave, obj, geom.bins, geom.corners, tnum, tden)
+        nbk.backproject_probe(wave, obj, geom.bins, geom.corners, tnum, tden)
         num += tnum.sum(axis=0)
         den += tden.sum(axis=0)
         return

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon.deviance import poisson_deviance
+from recon.operators import fourier_shift
 from recon.postprocess import remove_phase_ramp
+from recon.registration import edge_taper, register_translation
 
 
 def poisson_llk(measured: np.ndarray, model: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Poisson deviance per unmasked pixel, ``2 sum [I ln(I/M) - (I - M)] / N_pixels``.
 
-    About 1 for a model that fits Poisson-noisy data, 0 for a perfect noise-free fit.
+    About 1 for a model that fits Poisson-noisy data, 0 for a perfect noise-free fit; the
+    engine's figure of merit (:func:`recon.deviance.poisson_deviance`), on NumPy arrays.
 
     Parameters
     ----------
@@ -24,11 +28,8 @@ def poisson_llk(measured: np.ndarray, model: np.ndarray, mask: np.ndarray | None
     model : (..., ny, nx) model intensities, same shape
     mask : (ny, nx) bool, True on pixels to leave out
     """
-    i = np.asarray(measured, dtype=np.float64)
-    m = np.maximum(np.asarray(model, dtype=np.float64), 1e-12)
-    term = np.where(i > 0, i * np.log(np.where(i > 0, i, 1) / m), 0.0) - (i - m)
-    keep = np.ones(i.shape, bool) if mask is None else np.broadcast_to(~mask, i.shape)
-    return float(2 * term[keep].sum() / max(1, keep.sum()))
+    as_f64 = np.asarray(measured, dtype=np.float64), np.asarray(model, dtype=np.float64)
+    return float(poisson_deviance(*as_f64, mask))
 
 
 @dataclass
@@ -62,7 +63,7 @@ def frc(a: np.ndarray, b: np.ndarray, apodize: bool = True) -> FRCResult:
     if a.shape != b.shape:
         raise ValueError(f"FRC needs images of the same shape, got {a.shape} and {b.shape}")
     if apodize:
-        win = _edge_window(a.shape)
+        win = edge_taper(a.shape, 0.1)
         a = (a - a.mean()) * win
         b = (b - b.mean()) * win
     fa = np.fft.fftshift(np.fft.fft2(a))
@@ -83,18 +84,6 @@ def frc(a: np.ndarray, b: np.ndarray, apodize: bool = True) -> FRCResult:
     below = np.nonzero((corr < thr) & (np.arange(n_rings) > 1))[0]
     res = 1.0 / (2 * freq[below[0]]) if below.size else float("inf")
     return FRCResult(freq, corr, thr, float(res))
-
-
-def _edge_window(shape: tuple[int, int], fraction: float = 0.1) -> np.ndarray:
-    out = np.ones(shape)
-    for axis, n in enumerate(shape):
-        k = max(1, int(fraction * n))
-        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(k) + 0.5) / k)
-        w = np.ones(n)
-        w[:k] = ramp
-        w[-k:] = ramp[::-1]
-        out *= w[:, None] if axis == 0 else w[None, :]
-    return out
 
 
 def knife_edge_width(profile: np.ndarray, low: float = 0.2, high: float = 0.8) -> float:
@@ -134,34 +123,6 @@ def snr(image: np.ndarray, signal: np.ndarray, background: np.ndarray) -> float:
     return float(abs(im[signal].mean() - im[background].mean()) / max(sd, 1e-300))
 
 
-def register_shift(a: np.ndarray, b: np.ndarray, upsample: int = 20) -> tuple[float, float]:
-    """Sub-pixel shift (dy, dx) that moves ``b`` onto ``a`` (cross-correlation peak).
-
-    The integer peak of the FFT cross-correlation is refined by evaluating the correlation
-    on a ``1/upsample`` grid around it with a matrix-multiply DFT (Guizar-Sicairos et al.,
-    *Opt. Lett.* 33, 156 (2008), doi:10.1364/OL.33.000156).
-    """
-    fa = np.fft.fft2(a)
-    fb = np.fft.fft2(b)
-    prod = fa * np.conj(fb)
-    cc = np.fft.ifft2(prod)
-    peak = np.unravel_index(np.argmax(np.abs(cc)), cc.shape)
-    ny, nx = a.shape
-    shift = np.array([p if p <= n // 2 else p - n for p, n in zip(peak, (ny, nx), strict=True)])
-    if upsample <= 1:
-        return float(shift[0]), float(shift[1])
-    # local upsampled DFT around the peak, +-1.5 pixels
-    span = int(np.ceil(1.5 * upsample))
-    offs = np.arange(-span, span + 1) / upsample
-    ky = np.fft.fftfreq(ny)
-    kx = np.fft.fftfreq(nx)
-    ey = np.exp(2j * np.pi * np.outer(shift[0] + offs, ky))
-    ex = np.exp(2j * np.pi * np.outer(kx, shift[1] + offs))
-    local = np.abs(ey @ prod @ ex)
-    iy, ix = np.unravel_index(np.argmax(local), local.shape)
-    return float(shift[0] + offs[iy]), float(shift[1] + offs[ix])
-
-
 def phase_correlation(
     recon: np.ndarray,
     truth: np.ndarray,
@@ -194,10 +155,8 @@ def phase_correlation(
         # register on the unit-modulus fields with ramps removed (phase structure only)
         a = remove_phase_ramp(truth / np.maximum(np.abs(truth), 1e-12), w) * w
         b = remove_phase_ramp(recon / np.maximum(np.abs(recon), 1e-12), w) * w
-        dy, dx = register_shift(np.angle(a) * w, np.angle(b) * w)
-        ky = np.fft.fftfreq(recon.shape[0])[:, None]
-        kx = np.fft.fftfreq(recon.shape[1])[None, :]
-        recon = np.fft.ifft2(np.fft.fft2(recon) * np.exp(-2j * np.pi * (ky * dy + kx * dx)))
+        dy, dx, _ = register_translation(np.angle(a) * w, np.angle(b) * w, upsample=20)
+        recon = fourier_shift(recon, dy, dx).astype(np.complex128)
     # relative ramp and offset: from recon * conj(truth)
     rel = recon * np.conj(truth)
     y, x = np.indices(recon.shape)

@@ -49,15 +49,25 @@ def shift_ramp(shape: tuple[int, int], shifts: Any, xp: ModuleType = np) -> Any:
     return ry[:, :, None] * rx[:, None, :]
 
 
-def fourier_shift(a: Any, dy: float, dx: float) -> Any:
-    """Shift ``a`` (..., ny, nx) by (dy, dx) pixels (cyclic): ``out(r) = a(r - d)``.
+def fourier_shift(a: Any, dy: Any, dx: Any) -> Any:
+    """Shift images by sub-pixel amounts with the Fourier shift theorem (cyclic).
+
+    ``out(r) = a(r - d)``: a positive shift moves the content down/right.
+
+    Parameters
+    ----------
+    a : (..., ny, nx) real or complex array (NumPy or CuPy)
+    dy, dx : float shifts in pixels, or arrays of the leading shape ``a.shape[:-2]`` (or
+        broadcastable to it) for one shift per image
 
     Returns
     -------
     complex64 array of the shape of ``a``.
     """
     xp = get_xp(a)
-    ramp = shift_ramp(a.shape[-2:], xp.asarray([[dy, dx]]), xp)[0]
+    dy, dx = xp.broadcast_arrays(xp.asarray(dy, dtype=np.float64), xp.asarray(dx, dtype=np.float64))
+    ramp = shift_ramp(a.shape[-2:], xp.stack([dy.ravel(), dx.ravel()], axis=1), xp)
+    ramp = ramp.reshape(*dy.shape, *a.shape[-2:])
     return ifft2c(fft2c(xp.asarray(a, dtype=np.complex64)) * ramp).astype(np.complex64)
 
 

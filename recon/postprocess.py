@@ -1,6 +1,7 @@
-"""Post-processing of reconstructed objects: phase ramp/offset, illuminated crop, optical density.
+"""Post-processing of reconstructed objects: phase ramp and offset, illuminated crop.
 
-All functions take and return NumPy arrays (host copies of results).
+All functions take and return NumPy arrays (host copies of results). The optical density
+of an object or a stack is :func:`recon.spectro.optical_density`.
 """
 
 from __future__ import annotations
@@ -71,34 +72,3 @@ def crop_illuminated(
     """Crop ``obj`` (..., H, W) to the bounding box of the well-lit area."""
     sy, sx = illuminated_slices(illumination, fraction)
     return obj[..., sy, sx]
-
-
-def optical_density(
-    obj: np.ndarray,
-    i0: float | None = None,
-    region: np.ndarray | None = None,
-    percentile: float = 95.0,
-) -> np.ndarray:
-    """Optical density ``-log10(|O|^2 / I0)``.
-
-    Parameters
-    ----------
-    obj : (H, W) complex transmission
-    i0 : incident intensity; default: the median ``|O|^2`` of ``region``, or when no region
-        is given, the ``percentile`` of ``|O|^2`` (the most transparent, sample-free part)
-    region : (H, W) bool sample-free area
-
-    Returns
-    -------
-    (H, W) float32 optical density
-    """
-    t = np.abs(obj).astype(np.float64) ** 2
-    if i0 is None:
-        i0 = (
-            float(np.median(t[region]))
-            if region is not None
-            else float(np.percentile(t, percentile))
-        )
-    if not i0 > 0:
-        raise ValueError("I0 must be > 0")
-    return (-np.log10(np.maximum(t, 1e-12) / i0)).astype(np.float32)

@@ -38,7 +38,8 @@ class PreparedData:
     ----------
     intensities : (N, n, n) float32 photons, FFT order
     mask : (n, n) bool, True on bad pixels, FFT order
-    positions_px : (N, 2) float64 top-left patch corners in object pixels (row, col)
+    corners_px : (N, 2) float64 top-left patch corners in object pixels (row, col); the
+        probe centres are ``corners_px + n // 2``
     obj_shape : (H, W)
     probe : (K, n, n) complex64 initial probe modes, centred
     pixel_size_m : object pixel size (m)
@@ -51,7 +52,7 @@ class PreparedData:
 
     intensities: np.ndarray
     mask: np.ndarray
-    positions_px: np.ndarray
+    corners_px: np.ndarray
     obj_shape: tuple[int, int]
     probe: np.ndarray
     pixel_size_m: float
@@ -350,7 +351,7 @@ def prepare(
     data = PreparedData(
         intensities=np.fft.ifftshift(photons, axes=(-2, -1)),
         mask=np.fft.ifftshift(bad),
-        positions_px=corners,
+        corners_px=corners,
         obj_shape=obj_shape,
         probe=probe,
         pixel_size_m=pixel,

@@ -9,8 +9,9 @@ Typical use::
 
 The result file holds ``object`` (complex64, 2-D), ``probe`` (complex64, modes x ny x nx),
 ``positions`` (N x 2 probe centres in object pixels, y then x), ``llk`` (one value per
-iteration) and the attributes ``pixel_size_m``, ``energy_eV``, ``algorithm``,
-``iterations``, ``backend``, ``seconds``.
+iteration: the model's Poisson deviance ``2 sum [M - I + I ln(I/M)]`` divided by the number of
+unmasked pixels it is summed over, :func:`recon.deviance.poisson_deviance`) and the attributes
+``pixel_size_m``, ``energy_eV``, ``algorithm``, ``iterations``, ``backend``, ``seconds``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from recon.algorithms import Engine, EngineOptions, parse_algorithm, run_stage
+from recon.algorithm_chain import parse_algorithm, run_stage
+from recon.algorithms import Engine
 from recon.backend import resolve_backend, to_numpy
 from recon.cxi import CXIError, Ptychogram
+from recon.engine_options import EngineOptions
 from recon.prepare import Calibration, PreparedData, prepare, prepare_more
 
 
@@ -39,7 +42,8 @@ class ReconstructionResult:
     object : (H, W) complex64
     probe : (K, n, n) complex64, centred
     positions : (N, 2) float64 probe centres in object pixels (row, col)
-    llk : (iterations,) float64 normalised Poisson deviance per iteration
+    llk : (iterations,) float64 Poisson deviance per unmasked pixel of each iteration (the
+        name of the result file's dataset; see :attr:`Reconstruction.llk`)
     pixel_size_m, energy_ev, algorithm, iterations, backend, seconds : run metadata
     illumination : (H, W) float32 summed probe intensity over the scan
     messages : notes such as a DM fallback
@@ -70,7 +74,7 @@ class Reconstruction:
     backend : ``auto``, ``numpy`` or ``cupy``
     frame_size, binning, threshold : passed to :func:`recon.prepare.prepare`
     seed : seed of the extra probe modes
-    options : :class:`recon.algorithms.EngineOptions`
+    options : :class:`recon.engine_options.EngineOptions`
     """
 
     def __init__(
@@ -103,7 +107,7 @@ class Reconstruction:
         xp = self.xp
         self.engine = Engine(
             xp.asarray(data.intensities),
-            xp.asarray(data.positions_px),
+            xp.asarray(data.corners_px),
             xp.asarray(data.probe),
             data.obj_shape,
             mask=xp.asarray(data.mask),
@@ -142,7 +146,13 @@ class Reconstruction:
 
     @property
     def llk(self) -> list[float]:
-        return list(self.engine.llk)
+        """Normalised Poisson deviance of each iteration so far (see :attr:`Engine.deviance`).
+
+        ``2 sum [M - I + I ln(I/M)] / N`` over the unmasked pixels of an evenly spread subset
+        of frames, ``N`` their count (:func:`recon.deviance.poisson_deviance`): about 1 at
+        convergence on Poisson-noisy data. Named ``llk`` for the result file's dataset.
+        """
+        return list(self.engine.deviance)
 
     @property
     def messages(self) -> list[str]:
@@ -154,9 +164,9 @@ class Reconstruction:
 
         Returns
         -------
-        the log-likelihood of each iteration run
+        the normalised Poisson deviance of each iteration run (see :attr:`llk`)
         """
-        start = len(self.engine.llk)
+        start = len(self.engine.deviance)
         t0 = time.perf_counter()
         if algorithm is not None:
             run_stage(self.engine, algorithm, n, new_stage=False)
@@ -173,7 +183,7 @@ class Reconstruction:
                     self._done_in_stage = 0
         self._sync()
         self.seconds += time.perf_counter() - t0
-        return self.engine.llk[start:]
+        return self.engine.deviance[start:]
 
     def run(
         self, n: int | None = None, callback: Callable[[Reconstruction], None] | None = None
@@ -207,7 +217,7 @@ class Reconstruction:
         self,
         frames: np.ndarray,
         positions_m: np.ndarray | None = None,
-        positions_px: np.ndarray | None = None,
+        corners_px: np.ndarray | None = None,
     ) -> int:
         """Add frames taken after the reconstruction started.
 
@@ -216,7 +226,7 @@ class Reconstruction:
         frames : (M, ny, nx) raw frames like the first ones (or already prepared (M, n, n)
             photons in FFT order when the reconstruction was built from PreparedData)
         positions_m : (M, 2) probe positions (y, x) in metres, same frame as the first ones
-        positions_px : (M, 2) top-left patch corners in object pixels instead
+        corners_px : (M, 2) top-left patch corners in object pixels instead
 
         Returns
         -------
@@ -235,14 +245,14 @@ class Reconstruction:
                 inten = inten[None]
         if inten.shape[1:] != tuple(eng.frame_shape):
             raise CXIError(f"new frames have shape {inten.shape[1:]}, expected {eng.frame_shape}")
-        if positions_px is None:
+        if corners_px is None:
             if positions_m is None:
-                raise ValueError("give positions_m or positions_px for the new frames")
-            positions_px = (
+                raise ValueError("give positions_m or corners_px for the new frames")
+            corners_px = (
                 np.asarray(positions_m, np.float64).reshape(-1, 2) / self.data.pixel_size_m
                 + self.origin_px
             )
-        new_pos = np.asarray(positions_px, np.float64).reshape(-1, 2)
+        new_pos = np.asarray(corners_px, np.float64).reshape(-1, 2)
         if len(new_pos) != len(inten):
             raise ValueError(f"{len(inten)} frames but {len(new_pos)} positions")
         # grow the object when a new patch falls outside it
@@ -256,7 +266,7 @@ class Reconstruction:
             eng.pad_object((int(before[0]), int(before[1])), (int(after[0]), int(after[1])))
             self.origin_px = self.origin_px + before
             new_pos = new_pos + before
-        all_pos = np.concatenate([to_numpy(eng.positions), new_pos])
+        all_pos = np.concatenate([to_numpy(eng.corners_px), new_pos])
         self._intensities.append(inten)
         stacked = np.concatenate(self._intensities)
         self._intensities = [stacked]
@@ -272,8 +282,8 @@ class Reconstruction:
         return ReconstructionResult(
             object=self.object,
             probe=self.probe,
-            positions=to_numpy(eng.positions) + n,
-            llk=np.asarray(eng.llk, dtype=np.float64),
+            positions=to_numpy(eng.corners_px) + n,
+            llk=np.asarray(eng.deviance, dtype=np.float64),
             pixel_size_m=float(self.data.pixel_size_m),
             energy_ev=float(self.data.energy_ev),
             algorithm=self.algorithm,

@@ -1,27 +1,27 @@
-"""Exports of ptychograms and stacks for other programs, and import of CXI files as runs.
+"""Exports of ptychograms and stacks for other programs.
 
 * CXI, one file per ptychogram (:func:`export_cxi`), as PyNX ``pynx-cxipty`` and PtyPy
   read them (:func:`recon.cxi.write_cxi`);
 * NeXus ``NXstxm`` stacks of OD images with their energies for aXis2000 and MANTiS
   (:func:`write_nxstxm`, :func:`read_nxstxm`, checked by :func:`validate_nxstxm`);
 * TIFF stacks (:func:`write_tiff_stack`, ``tifffile``) and CSV spectra
-  (:func:`write_spectra_csv`);
-* import of a CXI file (ours or another facility's) as a run in Tiled, replayed as bluesky
-  documents so that the worker and the page treat it as any other run (:func:`import_cxi`).
+  (:func:`write_spectra_csv`).
+
+Imports (CXI files and HERMES folders as runs) are in :mod:`services.imports`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from recon.cxi import Ptychogram, read_cxi, write_cxi
+from recon.cxi import Ptychogram, write_cxi
 
 # ---------------------------------------------------------------------------------------------
 # CXI
@@ -345,57 +345,3 @@ def read_spectra_csv(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray
     values = np.asarray([[float(x) for x in r] for r in rows[1:]], dtype=np.float64)
     values = values.reshape(-1, len(rows[0]))
     return values[:, 0], {name: values[:, i + 1] for i, name in enumerate(rows[0][1:])}
-
-
-# ---------------------------------------------------------------------------------------------
-# Import
-# ---------------------------------------------------------------------------------------------
-
-
-def import_cxi(
-    paths: Sequence[str | Path],
-    callback: Callable[[str, dict], Any],
-    *,
-    polarization: str | None = None,
-    md: dict | None = None,
-) -> str:
-    """Replay CXI files (ours or another facility's) as one run of bluesky documents.
-
-    Each file is one ptychogram (energy, polarization); the frames are replayed in the
-    primary stream with the positions, energy and polarization columns the worker reads,
-    and the averaged dark (when the files have one) as the ``dark`` stream.
-
-    Parameters
-    ----------
-    paths : CXI files with frames of one shape
-    callback : receives ``(name, doc)``, e.g. a :class:`bluesky_tiled_plugins.TiledWriter`
-    polarization : polarization for files that do not state one (default ``LH``)
-    md : extra start metadata
-
-    Returns
-    -------
-    the run's uid
-
-    Raises
-    ------
-    recon.cxi.CXIError
-        For a file that cannot be read; ValueError for frames of different shapes.
-    """
-    from services.worker.replay import raw_dark, replay
-
-    ptychograms = [read_cxi(p, truth=False) for p in paths]
-    if not ptychograms:
-        raise ValueError("no CXI files given")
-    shapes = {p.frame_shape for p in ptychograms}
-    if len(shapes) > 1:
-        raise ValueError(f"the files have frames of different shapes: {sorted(shapes)}")
-    for p in ptychograms:
-        if not p.polarization:
-            p.polarization = polarization or "LH"
-    dtypes = {np.dtype(p.frames.dtype) for p in ptychograms}
-    if len(dtypes) > 1:
-        for p in ptychograms:
-            p.frames = p.frames.astype(np.float32)
-    dark = raw_dark(ptychograms[0]) if ptychograms[0].dark is not None else None
-    meta = {"imported_from": [str(Path(p)) for p in paths], **(md or {})}
-    return replay(callback, ptychograms, dark, md=meta)

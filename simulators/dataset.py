@@ -90,6 +90,9 @@ class SimulationParams(BaseModel):
 def shift_probe_fourier(probe_ft: np.ndarray, dy: float, dx: float) -> np.ndarray:
     """Probe shifted by a sub-pixel ``(dy, dx)`` from its Fourier transform.
 
+    The same shift as :func:`recon.operators.fourier_shift`, starting from the probe's
+    transform (computed once per simulation) instead of the probe.
+
     Parameters
     ----------
     probe_ft : (n, n) complex, ``fft2c`` of the centred probe
@@ -99,12 +102,10 @@ def shift_probe_fourier(probe_ft: np.ndarray, dy: float, dx: float) -> np.ndarra
     -------
     probe : (n, n) complex64
     """
-    ny, nx = probe_ft.shape
-    ky = np.fft.fftfreq(ny).astype(np.float32)[:, None]
-    kx = np.fft.fftfreq(nx).astype(np.float32)[None, :]
-    ramp = np.exp(-2j * np.pi * (ky * dy + kx * dx)).astype(np.complex64)
     from recon.backend import ifft2c
+    from recon.operators import shift_ramp
 
+    ramp = shift_ramp(probe_ft.shape, [[dy, dx]])[0]
     return ifft2c(probe_ft * ramp).astype(np.complex64)
 
 
@@ -205,6 +206,51 @@ class Simulation:
         }
 
 
+def acquire(
+    sim: Simulation, progress: Callable[[int, int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Camera frames of every scan point, then ``n_dark`` dark frames, from ``sim``.
+
+    Returns
+    -------
+    frames : (N, n, n) counts (the detector's output dtype)
+    darks : (n_dark, n, n) counts, same dtype
+    """
+    n = sim.params.frame_size
+    frames = np.empty((sim.n_points, n, n), dtype=sim.detector.output_dtype(sim.binning))
+    for i in range(sim.n_points):
+        frames[i] = sim.frame(i)
+        if progress:
+            progress(i + 1, sim.n_points)
+    darks = np.stack([sim.dark_frame() for _ in range(sim.params.n_dark)]).astype(frames.dtype)
+    return frames, darks
+
+
+def ptychogram_of(sim: Simulation, frames: np.ndarray, dark: np.ndarray) -> Ptychogram:
+    """The :class:`recon.cxi.Ptychogram` of ``sim``'s frames with the averaged ``dark``
+    ((n, n) float32), its optics and its ground truth."""
+    params = sim.params
+    zp = params.zone_plate
+    return Ptychogram(
+        frames=frames,
+        positions_m=sim.positions_m,
+        energy_ev=params.energy_ev,
+        distance_m=params.distance_m,
+        pixel_m=sim.detector.pixel_m * sim.binning,
+        mask=sim.mask(),
+        dark=dark,
+        counts_per_photon=sim.detector.counts_per_photon(params.energy_ev),
+        zone_plate={
+            "outer_diameter": zp.outer_diameter,
+            "outermost_zone_width": zp.outermost_zone_width,
+            "central_stop_diameter": zp.central_stop_diameter,
+            "defocus": sim.defocus_m,
+        },
+        polarization=params.polarization,
+        truth=sim.truth(),
+    )
+
+
 def simulate_ptychogram(
     progress: Callable[[int, int], None] | None = None, **kwargs: object
 ) -> Ptychogram:
@@ -221,31 +267,7 @@ def simulate_ptychogram(
     Ptychogram with raw frames (N, n, n), the averaged dark of ``n_dark`` frames, the mask,
     the zone plate optics and the ground truth.
     """
-    params = SimulationParams(**kwargs)
-    sim = Simulation(params)
-    n = params.frame_size
-    frames = np.empty((sim.n_points, n, n), dtype=sim.detector.output_dtype(sim.binning))
-    for i in range(sim.n_points):
-        frames[i] = sim.frame(i)
-        if progress:
-            progress(i + 1, sim.n_points)
-    dark = np.mean([sim.dark_frame() for _ in range(params.n_dark)], axis=0, dtype=np.float64)
-    zp = params.zone_plate
-    return Ptychogram(
-        frames=frames,
-        positions_m=sim.positions_m,
-        energy_ev=params.energy_ev,
-        distance_m=params.distance_m,
-        pixel_m=sim.detector.pixel_m * sim.binning,
-        mask=sim.mask(),
-        dark=dark.astype(np.float32),
-        counts_per_photon=sim.detector.counts_per_photon(params.energy_ev),
-        zone_plate={
-            "outer_diameter": zp.outer_diameter,
-            "outermost_zone_width": zp.outermost_zone_width,
-            "central_stop_diameter": zp.central_stop_diameter,
-            "defocus": sim.defocus_m,
-        },
-        polarization=params.polarization,
-        truth=sim.truth(),
-    )
+    sim = Simulation(SimulationParams(**kwargs))
+    frames, darks = acquire(sim, progress)
+    dark = darks.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return ptychogram_of(sim, frames, dark)

@@ -5,7 +5,9 @@ electrons to counts (ADU) with a fixed gain, so counts per photon grow with ener
 frame is ``gain * Poisson(photons) + dark offset + read noise``, with hot pixels, 16-bit
 saturation, a centred crop and on-chip-style binning (binned pixels sum their raw pixels).
 The dark offset is ~2000 counts/s per raw pixel (about 200 counts in 100 ms), as measured
-at HERMES (seed paper, Sec. 2.4; Desjardins et al. 2020, doi:10.1107/S1600577520005809).
+at HERMES (Vijayakumar et al., "Soft X-ray spectro-ptychography" at the HERMES beamline,
+J. Synchrotron Rad. 30 (2023), doi:10.1107/S1600577523000955, Sec. 2.4; Desjardins et al.
+2020, doi:10.1107/S1600577520005809).
 """
 
 from __future__ import annotations

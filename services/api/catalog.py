@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from recon.scan import scan_positions
-from services.worker.stack_analysis import STACK_KEY
+from services.worker.stack_analysis import STACK_KEY, result_nodes
 from services.worker.tiled_io import RunReader
 
 
@@ -87,15 +87,12 @@ def list_runs(client: Any, limit: int = 50) -> list[dict[str, Any]]:
 
 def result_statuses(run: Any, key: str = "recon") -> list[dict[str, Any]]:
     """Metadata of each ptychogram's reconstruction of the run, by index."""
-    if key not in run:
-        return []
     out = []
-    for name, node in run[key].items():
-        if name.startswith("p") and name[1:].isdigit():
-            md = dict(node.metadata)
-            md.pop("history", None)
-            out.append({"index": int(name[1:]), **md})
-    return _jsonable(sorted(out, key=lambda r: r["index"]))
+    for index, node in result_nodes(run, key):
+        md = dict(node.metadata)
+        md.pop("history", None)
+        out.append({"index": index, **md})
+    return _jsonable(out)
 
 
 def run_detail(client: Any, uid: str, key: str = "recon") -> dict[str, Any]:

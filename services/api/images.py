@@ -1,5 +1,7 @@
 """PNG pictures of reconstructions: colour bar, scale bar in nm, and where the image lies.
 
+The pictures are cached (:class:`PictureCache`) and served by :func:`png_response`.
+
 Rendering uses Matplotlib's object API (no pyplot state), so threads may render at once.
 Every picture comes with the box the image occupies in the PNG (fractions of its width and
 height from the top-left corner) so that the page can turn a click into array coordinates.
@@ -9,12 +11,16 @@ from __future__ import annotations
 
 import io
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from starlette.responses import Response
 
 
 @dataclass(frozen=True)
@@ -136,3 +142,51 @@ def render(
     out = io.BytesIO()
     canvas.print_png(out)
     return Picture(out.getvalue(), tuple(round(v, 5) for v in box))
+
+
+class PictureCache:
+    """The last rendered pictures, keyed by what they show and when it was written.
+
+    Parameters
+    ----------
+    size : how many pictures are kept (the least recently used go first)
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.items: OrderedDict[Hashable, Picture] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Picture | None:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return None
+
+    def put(self, key: Hashable, picture: Picture) -> None:
+        with self.lock:
+            self.items[key] = picture
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+    def get_or_render(self, key: Hashable, make: Callable[[], Picture]) -> Picture:
+        """The cached picture of ``key``, or ``make()``'s (then cached)."""
+        picture = self.get(key)
+        if picture is None:
+            picture = make()
+            self.put(key, picture)
+        return picture
+
+
+def png_response(picture: Picture) -> Response:
+    """``picture`` as an uncached PNG response with its image box in ``X-Image-Box``."""
+    return Response(
+        picture.png,
+        media_type="image/png",
+        headers={
+            "X-Image-Box": ",".join(f"{v:.5f}" for v in picture.box),
+            "Cache-Control": "no-store",
+            "Access-Control-Expose-Headers": "X-Image-Box",
+        },
+    )

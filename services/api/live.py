@@ -26,9 +26,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.api.catalog import frames_landed, run_summary
+from services.polling import poll_until_stopped
 from services.worker.stack_analysis import STACK_KEY
 from services.worker.tiled_io import Backoff
 
@@ -81,6 +83,7 @@ class Hub:
             self.loop.call_soon_threadsafe(self._deliver, text)
 
 
+@dataclass(eq=False)
 class Watcher:
     """Poll Tiled in a thread and publish what changed (see the module docstring).
 
@@ -97,31 +100,28 @@ class Watcher:
     max_wait_s : longest wait between polls while Tiled is unreachable
     connect : makes the client when there is none (called in the watcher's thread, and
         again after a failure to connect)
+
+    Attributes
+    ----------
+    state : uid -> the last snapshot of each followed run
+    polls : how many polls succeeded
     """
 
-    def __init__(
-        self,
-        client: Any,
-        hub: Hub,
-        poll_interval_s: float = 0.5,
-        watch_runs: int = 3,
-        results_key: str = "recon",
-        max_wait_s: float = 10.0,
-        connect: Callable[[], Any] | None = None,
-    ) -> None:
-        if client is None and connect is None:
+    client: Any
+    hub: Hub
+    poll_interval_s: float = 0.5
+    watch_runs: int = 3
+    results_key: str = "recon"
+    max_wait_s: float = 10.0
+    connect: Callable[[], Any] | None = None
+    state: dict[str, Any] = field(default_factory=dict, init=False)
+    polls: int = field(default=0, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.client is None and self.connect is None:
             raise ValueError("Watcher needs a client or a way to connect")
-        self.client = client
-        self.connect = connect
-        self.max_wait_s = max_wait_s
-        self.hub = hub
-        self.poll_interval_s = poll_interval_s
-        self.watch_runs = watch_runs
-        self.results_key = results_key
-        self.state: dict[str, Any] = {}
-        self.polls = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ snapshot
     def _run_state(self, uid: str) -> dict[str, Any]:
@@ -188,14 +188,7 @@ class Watcher:
     # ------------------------------------------------------------------ lifetime
     def _loop(self) -> None:
         backoff = Backoff("live watcher", self.poll_interval_s, self.max_wait_s, log)
-        while not self._stop.is_set():
-            wait = self.poll_interval_s
-            try:
-                self.poll_once()
-                backoff.succeeded()
-            except Exception as err:  # noqa: BLE001 - Tiled away or hiccup: try again
-                wait = backoff.failed(err)
-            self._stop.wait(wait)
+        poll_until_stopped(self.poll_once, self._stop, self.poll_interval_s, backoff)
 
     def start(self) -> Watcher:
         self._thread = threading.Thread(target=self._loop, name="sptycho-api-watcher", daemon=True)

@@ -53,7 +53,8 @@ def _export_stack(fmt: str, inputs: list[Path], output: Path, pols: list[str]) -
     import numpy as np
 
     from recon.reconstruction import read_result
-    from recon.stack import analyze_stack, region_spectrum, resample_to_grid
+    from recon.spectro import region_spectrum
+    from recon.stack import analyze_stack, resample_to_grid
     from services import exports
     from services.errors import fail
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recon.algorithms import parse_algorithm
+from recon.algorithm_chain import parse_algorithm
 
 
 class WorkerSettings(BaseSettings):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from services.polling import poll_until_stopped
 from services.worker.config import WorkerSettings
 from services.worker.executor import make_executor
 from services.worker.stack_analysis import analyze_run_safely
@@ -201,14 +202,7 @@ class Worker:
         s = self.settings
         backoff = Backoff("worker", s.poll_interval_s, s.tiled_retry_max_s)
         try:
-            while not self._stop.is_set() and not (until and until()):
-                wait = s.poll_interval_s
-                try:
-                    self.poll_once()
-                    backoff.succeeded()
-                except Exception as err:  # noqa: BLE001 - Tiled away or hiccup: try again
-                    wait = backoff.failed(err)
-                self._stop.wait(wait)
+            poll_until_stopped(self.poll_once, self._stop, s.poll_interval_s, backoff, until)
         finally:
             self.close()
 

@@ -38,18 +38,29 @@ log = logging.getLogger("sptycho.worker")
 STACK_KEY = "stack"
 
 
-def done_results(client: Any, uid: str, key: str = "recon") -> list[tuple[int, dict[str, Any]]]:
-    """(index, metadata) of the finished (``status: done``) results of a run, by index."""
-    run = client[uid]
+def result_nodes(run: Any, key: str = "recon") -> list[tuple[int, Any]]:
+    """(index, node) of the per-ptychogram results ``<run>/<key>/pNNNN`` of a run, by index.
+
+    Other children of the results container (the ``stack`` analysis) are left out.
+    """
     if key not in run:
         return []
+    found = [
+        (int(name[1:]), node)
+        for name, node in run[key].items()
+        if name.startswith("p") and name[1:].isdigit()
+    ]
+    return sorted(found, key=lambda t: t[0])
+
+
+def done_results(client: Any, uid: str, key: str = "recon") -> list[tuple[int, dict[str, Any]]]:
+    """(index, metadata) of the finished (``status: done``) results of a run, by index."""
     out = []
-    for name, node in run[key].items():
-        if name.startswith("p") and name[1:].isdigit():
-            md = dict(node.metadata)
-            if md.get("status") == "done" and "object" in node:
-                out.append((int(name[1:]), md))
-    return sorted(out, key=lambda t: t[0])
+    for index, node in result_nodes(client[uid], key):
+        md = dict(node.metadata)
+        if md.get("status") == "done" and "object" in node:
+            out.append((index, md))
+    return out
 
 
 def _put(node: Any, key: str, value: np.ndarray) -> None:

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
-#: Period of readback updates while moving (s).
-TICK_S = 0.02
+from simulators.ioc.aio import cancel, follow, restart
 
 
 def trapezoid(distance: float, velocity: float, accel_s: float) -> tuple[float, Callable]:
@@ -201,14 +199,11 @@ class MotorRecord(PVGroup):
 
     # -- motion -------------------------------------------------------------------------
     def _start(self, target: float) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = asyncio.get_running_loop().create_task(self._move(target))
+        self._task = restart(self._task, self._move(target))
 
     async def halt(self) -> None:
         """Stop where the motor is: ``.VAL`` follows the readback, ``.DMOV = 1``."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        cancel(self._task)
         self._task = None
         await self.val.write(self.position, verify_value=False)
         await self.rbv.write(self.position)
@@ -226,19 +221,13 @@ class MotorRecord(PVGroup):
         if distance != 0:
             await self.tdir.write(1 if distance > 0 else 0)
             await self.movn.write(1)
-        t0 = time.monotonic()
-        while True:
-            t = time.monotonic() - t0
-            if stalled and t >= 0.3 * duration:
-                # A stalled motor: it stops part way and never reports done.
-                while True:
-                    await asyncio.sleep(3600)
-            if t >= duration:
-                break
+
+        async def update(t: float) -> None:
             self.position = start + sign * travelled(t)
             await self.rbv.write(self.position)
-            # Publish at 50 Hz, but end a short move when its trajectory ends.
-            await asyncio.sleep(min(TICK_S, max(duration - t, 0.001)))
+
+        # A stalled motor stops part way and never reports done.
+        await follow(duration, update, stalled=stalled)
         self.position = target
         await self.rbv.write(target)
         await asyncio.sleep(max(float(self.settle.value), 0.005))

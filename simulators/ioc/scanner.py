@@ -43,8 +43,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from caproto import ChannelType
-from caproto.server import PVGroup, pvproperty
+from caproto.server import PVGroup
+
+from simulators.ioc.aio import cancel
+from simulators.ioc.pvs import enum_pv, number_pv, text_pv, waveform_pv
 
 #: Most points a trajectory may hold (``ScanParams.max_points``).
 MAX_POINTS = 10000
@@ -55,14 +57,20 @@ ENCODER_NOISE_M = 1e-9
 #: encoder samples averaged over one gate.
 ENCODER_SAMPLES = 16
 
+#: Per point records: attribute -> PV name after ``scan:``.
+RECORDS = {
+    "enc_x": "enc_x",
+    "enc_y": "enc_y",
+    "enc_dx": "enc_dx",
+    "enc_dy": "enc_dy",
+    "i0": "i0",
+    "ring": "ring",
+    "shutter": "shutter",
+    "trig_time": "time",
+}
+
 #: A path: seconds since the trigger -> fine stage position (x, y) in metres.
 Path = Callable[[float], tuple[float, float]]
-
-
-def _wave(name: str, **kwargs: Any) -> pvproperty:
-    return pvproperty(
-        value=[0.0], name=name, max_length=MAX_POINTS, dtype=float, read_only=True, **kwargs
-    )
 
 
 class PiezoScanController(PVGroup):
@@ -82,48 +90,28 @@ class PiezoScanController(PVGroup):
     seed : seed of the servo and encoder noise
     """
 
-    traj_x = pvproperty(value=[0.0], name="scan:traj_x", max_length=MAX_POINTS, dtype=float)
-    traj_y = pvproperty(value=[0.0], name="scan:traj_y", max_length=MAX_POINTS, dtype=float)
-    npoints = pvproperty(value=0, name="scan:npoints_RBV", read_only=True)
-    first = pvproperty(value=0, name="scan:first")
-    count = pvproperty(value=0, name="scan:count")
-    motion = pvproperty(
-        value="Step",
-        name="scan:motion",
-        dtype=ChannelType.ENUM,
-        enum_strings=["Step", "Continuous"],
+    traj_x = waveform_pv("scan:traj_x", size=MAX_POINTS)
+    traj_y = waveform_pv("scan:traj_y", size=MAX_POINTS)
+    npoints = number_pv("scan:npoints_RBV", 0, read_only=True)
+    first = number_pv("scan:first", 0)
+    count = number_pv("scan:count", 0)
+    motion = enum_pv("scan:motion", "Step", choices=["Step", "Continuous"])
+    period = number_pv("scan:period", 0.1, precision=5)
+    gate = number_pv("scan:gate", 0.1, precision=5)
+    settle = number_pv("scan:settle", 0.004, precision=5)
+    velocity = number_pv("scan:velocity", 1000.0, precision=2)
+    go = number_pv("scan:go", 0)
+    abort = number_pv("scan:abort", 0)
+    state = enum_pv(
+        "scan:state_RBV", "Idle", choices=["Idle", "Running", "Done", "Stopped"], read_only=True
     )
-    period = pvproperty(value=0.1, name="scan:period", precision=5)
-    gate = pvproperty(value=0.1, name="scan:gate", precision=5)
-    settle = pvproperty(value=0.004, name="scan:settle", precision=5)
-    velocity = pvproperty(value=1000.0, name="scan:velocity", precision=2)
-    go = pvproperty(value=0, name="scan:go")
-    abort = pvproperty(value=0, name="scan:abort")
-    state = pvproperty(
-        value="Idle",
-        name="scan:state_RBV",
-        dtype=ChannelType.ENUM,
-        enum_strings=["Idle", "Running", "Done", "Stopped"],
-        read_only=True,
+    index = number_pv("scan:index_RBV", 0, read_only=True)
+    message = text_pv("scan:message_RBV", read_only=True)
+    missed = number_pv("scan:missed_RBV", 0, read_only=True)
+    # per point records of the last segment, one PV per entry of RECORDS
+    enc_x, enc_y, enc_dx, enc_dy, i0, ring, shutter, trig_time = (
+        waveform_pv(f"scan:{pv}", size=MAX_POINTS, read_only=True) for pv in RECORDS.values()
     )
-    index = pvproperty(value=0, name="scan:index_RBV", read_only=True)
-    message = pvproperty(
-        value="",
-        name="scan:message_RBV",
-        dtype=ChannelType.CHAR,
-        max_length=256,
-        report_as_string=False,
-        read_only=True,
-    )
-    missed = pvproperty(value=0, name="scan:missed_RBV", read_only=True)
-    enc_x = _wave("scan:enc_x")
-    enc_y = _wave("scan:enc_y")
-    enc_dx = _wave("scan:enc_dx")
-    enc_dy = _wave("scan:enc_dy")
-    i0 = _wave("scan:i0")
-    ring = _wave("scan:ring")
-    shutter = _wave("scan:shutter")
-    trig_time = _wave("scan:time")
 
     def __init__(
         self,
@@ -175,8 +163,7 @@ class PiezoScanController(PVGroup):
 
     @abort.putter
     async def abort(self, instance, value: int) -> int:  # noqa: F811
-        if value and self._task is not None and not self._task.done():
-            self._task.cancel()
+        if value and cancel(self._task):
             await self._stopped("aborted")
         return 0
 
@@ -223,7 +210,7 @@ class PiezoScanController(PVGroup):
         period = max(float(self.period.value), 1e-4)
         gate = max(float(self.gate.value), 1e-5)
         stop_at = int(self.stop_fault() or 0)
-        records: dict[str, list[float]] = {k: [] for k in ATTRS}
+        records: dict[str, list[float]] = {k: [] for k in RECORDS}
         pending: list[asyncio.Task] = []
         try:
             await self._move_to(targets[0])
@@ -310,9 +297,6 @@ class PiezoScanController(PVGroup):
         n = min((len(v) for v in records.values()), default=0)
         for key, values in records.items():
             await getattr(self, key).write(list(values[:n]) or [0.0])
-
-
-ATTRS = ("enc_x", "enc_y", "enc_dx", "enc_dy", "i0", "ring", "shutter", "trig_time")
 
 
 def _still_path(xy_m: np.ndarray) -> Path:

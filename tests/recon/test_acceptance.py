@@ -10,7 +10,7 @@ from recon.reconstruction import Reconstruction
 def _truth_on_recon_grid(p, rec):
     """The simulated object cut to the reconstruction's grid (integer part of the offset;
     :func:`phase_correlation` registers the rest)."""
-    off = np.asarray(p.truth["positions_px"]) - rec.data.positions_px
+    off = np.asarray(p.truth["positions_px"]) - rec.data.corners_px
     assert np.ptp(off, axis=0).max() < 1e-6  # same scan, constant offset
     y0, x0 = np.round(off.mean(axis=0)).astype(int)
     truth = np.asarray(p.truth["object"])
@@ -51,8 +51,9 @@ def test_ap_strong_permalloy_706ev_focused():
 
 
 def test_dm_on_weak_bn_is_guarded():
-    """DM wanders on the weak scatterer (the seed paper's observation); the guard hands over
-    to AP and the result is still good."""
+    """DM wanders on the weak scatterer (as Vijayakumar et al., J. Synchrotron Rad. 30 (2023),
+    doi:10.1107/S1600577523000955, observe); the guard hands over to AP and the result is still
+    good."""
     res, corr = _reconstruct(
         algorithm="DM**100",
         sample="bn-bamboo",

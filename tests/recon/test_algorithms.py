@@ -5,17 +5,13 @@ import pytest
 from synthetic_data import make
 
 from recon import kernels
-from recon.algorithms import (
-    DivergenceGuard,
-    Engine,
-    EngineOptions,
-    orthogonalize_modes,
-    parse_algorithm,
-    run_chain,
-)
+from recon.algorithm_chain import DivergenceGuard, parse_algorithm, run_chain
+from recon.algorithms import Engine
 from recon.backend import gpu_available
+from recon.engine_options import EngineOptions
 from recon.metrics import phase_correlation
 from recon.operators import fourier_shift
+from recon.probe_modes import orthogonalize_modes
 
 
 @pytest.fixture(scope="module")
@@ -42,22 +38,22 @@ def test_parse_algorithm():
             parse_algorithm(bad)
 
 
-def test_ap_recovers_phase_and_llk_decreases(data):
+def test_ap_recovers_phase_and_deviance_decreases(data):
     e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape)
     run_chain(e, parse_algorithm("AP**60"))
-    llk = np.array(e.llk)
-    assert llk[-1] < 0.01 * llk[0]
-    assert llk[-1] < 1.3  # Poisson noise floor is ~1
-    assert np.all(np.diff(llk[5:]) < 0.05 * llk[5:-1])  # (nearly) monotonic after start
+    dev = np.array(e.deviance)
+    assert dev[-1] < 0.01 * dev[0]
+    assert dev[-1] < 1.3  # Poisson noise floor is ~1
+    assert np.all(np.diff(dev[5:]) < 0.05 * dev[5:-1])  # (nearly) monotonic after start
     assert _corr(e, data) >= 0.95
 
 
-def test_ap_noise_free_converges_to_zero_llk():
+def test_ap_noise_free_converges_to_zero_deviance():
     s = make(poisson=False, n_side=6)
     opts = EngineOptions(subpixel=16)  # the simulation's sub-pixel grid: an exact model
     e = Engine(s.intensities, s.positions, s.probe[None], s.obj.shape, options=opts)
     run_chain(e, parse_algorithm("AP**80"))
-    assert e.llk[-1] < 0.02 * e.llk[5]
+    assert e.deviance[-1] < 0.02 * e.deviance[5]
     assert _corr(e, s) >= 0.98
 
 
@@ -71,7 +67,7 @@ def test_dm_recovers_phase(data):
 def test_ml_after_ap_improves_likelihood(data):
     e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape)
     run_chain(e, parse_algorithm("AP**20,ML**30"))
-    ml = np.array(e.llk[20:])
+    ml = np.array(e.deviance[20:])
     assert e.algorithms[-1] == "ML"
     assert ml[-1] <= ml[0]
     assert _corr(e, data) >= 0.95
@@ -81,9 +77,9 @@ def test_ml_alone_converges(data):
     opts = EngineOptions(ml_smoothing=0.0)
     e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape, options=opts)
     run_chain(e, parse_algorithm("ML**60"))
-    llk = np.array(e.llk)
-    assert llk[-1] < 0.02 * llk[0]
-    assert np.all(np.diff(llk) <= 1e-3 * llk[:-1] + 1e-6) or llk[-1] == llk.min()
+    dev = np.array(e.deviance)
+    assert dev[-1] < 0.02 * dev[0]
+    assert np.all(np.diff(dev) <= 1e-3 * dev[:-1] + 1e-6) or dev[-1] == dev.min()
     assert _corr(e, data) >= 0.9
 
 
@@ -128,7 +124,7 @@ def test_probe_modes_orthogonal_after_update(data):
     )
 
 
-def test_masked_pixels_keep_model_amplitude_and_leave_llk():
+def test_masked_pixels_keep_model_amplitude_and_leave_deviance():
     rng = np.random.default_rng(0)
     wave = (rng.standard_normal((2, 1, 8, 8)) + 1j * rng.standard_normal((2, 1, 8, 8))).astype(
         np.complex64
@@ -154,7 +150,7 @@ def test_mask_protects_reconstruction_from_bad_pixels(data):
     bad[:, mask] = 5e5  # hot pixels
     e = Engine(bad, data.positions, _start_probe(data), data.obj.shape, mask=mask)
     run_chain(e, parse_algorithm("AP**40"))
-    assert e.llk[-1] < 1.5
+    assert e.deviance[-1] < 1.5
     assert _corr(e, data) >= 0.95
 
 
@@ -170,7 +166,7 @@ def test_position_refinement_reduces_position_errors():
         d = p - s.positions
         return np.sqrt(((d - d.mean(0)) ** 2).sum(1).mean())
 
-    assert err(e.positions) < 0.5 * err(wrong)
+    assert err(e.corners_px) < 0.5 * err(wrong)
 
 
 def test_background_and_scale_refinement_run(data):
@@ -192,7 +188,7 @@ def test_numba_and_generic_engines_agree(data, monkeypatch):
         monkeypatch.setattr(kernels, "_HAS_NUMBA", flag)
         e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape)
         run_chain(e, parse_algorithm("AP**3,DM**2,ML**2"))
-        runs.append((np.array(e.llk), e.obj))
+        runs.append((np.array(e.deviance), e.obj))
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=2e-3)
     np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-2)
 
@@ -211,6 +207,41 @@ def test_numpy_and_cupy_agree(data):
             data.obj.shape,
         )
         run_chain(e, parse_algorithm("AP**5,DM**3,ML**3"))
-        out.append((np.array(e.llk), cupy.asnumpy(e.obj) if xp is cupy else e.obj))
+        out.append((np.array(e.deviance), cupy.asnumpy(e.obj) if xp is cupy else e.obj))
     np.testing.assert_allclose(out[0][0], out[1][0], rtol=2e-3)
     np.testing.assert_allclose(out[0][1], out[1][1], atol=1e-2)
+
+
+_SHORT_RUN = """
+import warnings
+from numba.core.errors import NumbaPerformanceWarning
+warnings.simplefilter("error", NumbaPerformanceWarning)
+from synthetic_data import make
+from recon.algorithm_chain import parse_algorithm, run_chain
+from recon.algorithms import Engine
+s = make(n_side=3)
+e = Engine(s.intensities, s.positions, s.probe[None], s.obj.shape)
+run_chain(e, parse_algorithm("AP**1,DM**1,ML**1"))
+"""
+
+
+def test_numba_kernels_compile_without_performance_warnings(tmp_path):
+    """Compiled afresh (empty numba cache), no kernel warns that it has no parallel loop."""
+    if not kernels._HAS_NUMBA:
+        pytest.skip("numba not installed")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join([str(here), str(here.parents[1])]),
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", _SHORT_RUN], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "NumbaPerformanceWarning" not in run.stderr

@@ -1,4 +1,6 @@
-"""Overlap weight factor and exposure counts against the seed paper (Eqs. 2-5, Fig. 7)."""
+"""Overlap weight factor and exposure counts against Vijayakumar et al., "Soft X-ray
+spectro-ptychography" at the HERMES beamline, J. Synchrotron Rad. 30 (2023),
+doi:10.1107/S1600577523000955 (Eqs. 2-5, Fig. 7)."""
 
 import json
 import math

@@ -1,4 +1,5 @@
-"""Geometry against the seed paper's Table 1."""
+"""Geometry against Table 1 of Vijayakumar et al., "Soft X-ray spectro-ptychography" at the
+HERMES beamline, J. Synchrotron Rad. 30 (2023), doi:10.1107/S1600577523000955."""
 
 import pytest
 

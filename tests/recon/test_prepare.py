@@ -37,10 +37,10 @@ def test_prepare_photons_positions_pixel_and_probe(synth):
     data, _ = prepare(p)
     assert data.pixel_size_m == pytest.approx(PIXEL, rel=1e-9)
     # corners = positions / pixel + origin, within 1e-6 px of the truth up to the origin
-    d = data.positions_px - synth.positions
+    d = data.corners_px - synth.positions
     assert np.ptp(d, axis=0).max() < 1e-6
-    assert data.positions_px.min() >= 8 - 1e-9
-    assert data.obj_shape[0] >= data.positions_px[:, 0].max() + 64 + 8
+    assert data.corners_px.min() >= 8 - 1e-9
+    assert data.obj_shape[0] >= data.corners_px[:, 0].max() + 64 + 8
     # photons back in FFT order (dark and gain removed, within read noise + rounding)
     np.testing.assert_allclose(data.intensities, synth.intensities, atol=1.0)
     assert data.report["probe_source"] == "zone_plate"
@@ -112,7 +112,7 @@ def test_cxi_translation_n3_and_3n_give_same_positions(tmp_path, synth):
     np.testing.assert_allclose(pa.positions_m, p.positions_m)
     da, _ = prepare(pa)
     db, _ = prepare(pb)
-    np.testing.assert_array_equal(da.positions_px, db.positions_px)
+    np.testing.assert_array_equal(da.corners_px, db.corners_px)
 
 
 def _one_line(err):

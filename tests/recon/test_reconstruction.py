@@ -16,7 +16,7 @@ def synth():
 
 
 def _truth(rec, synth):
-    off = np.round((synth.positions - rec.engine.positions).mean(axis=0)).astype(int)
+    off = np.round((synth.positions - rec.engine.corners_px).mean(axis=0)).astype(int)
     assert off.min() >= 0
     h, w = rec.engine.obj_shape
     t = np.ones((h, w), np.complex64)
@@ -36,7 +36,7 @@ def test_reconstruction_from_ptychogram(synth, tmp_path):
     lit = res.illumination > 0.3 * res.illumination.max()
     assert phase_correlation(res.object, _truth(rec, synth), lit) >= 0.95
     # positions in the file are probe centres: corners + n/2
-    np.testing.assert_allclose(res.positions, rec.data.positions_px + 32)
+    np.testing.assert_allclose(res.positions, rec.data.corners_px + 32)
     path = write_result(tmp_path / "out.h5", res)
     back = read_result(path)
     np.testing.assert_array_equal(back.object, res.object)
@@ -73,7 +73,7 @@ def test_add_frames_while_running(synth):
     lit = res.illumination > 0.3 * res.illumination.max()
     assert phase_correlation(res.object, _truth(rec, synth), lit) >= 0.95
     full, _ = prepare(p)
-    d = rec.engine.positions - full.positions_px
+    d = rec.engine.corners_px - full.corners_px
     assert np.ptp(d, axis=0).max() < 1e-6  # same scan geometry as preparing all at once
 
 

@@ -32,8 +32,8 @@ def test_raster_grid():
 
 
 def test_jitter_is_seeded():
-    a = raster_positions(1e-6, 100e-9, 5e-9, np.random.default_rng(3))
-    b = raster_positions(1e-6, 100e-9, 5e-9, np.random.default_rng(3))
+    a = scan_positions("raster", 1e-6, 100e-9, 5e-9, np.random.default_rng(3))
+    b = scan_positions("raster", 1e-6, 100e-9, 5e-9, np.random.default_rng(3))
     c = raster_positions(1e-6, 100e-9)
     assert np.array_equal(a, b)
     assert np.std(a - c) == pytest.approx(5e-9, rel=0.3)

@@ -5,7 +5,9 @@ truth with the right signs, and stack fits recover component maps."""
 import numpy as np
 import pytest
 
+from recon import spectro, stack_fit
 from recon import stack as st
+from recon.operators import fourier_shift
 from simulators.samples import make_sample
 
 PX = 10e-9
@@ -17,7 +19,7 @@ def _drifted(objects, rng, reference, max_px=3.0, noise=0.01):
     intensity scale and a little noise, as reconstructions come out."""
     drift = rng.uniform(-max_px, max_px, size=(len(objects), 2))
     drift[reference] = 0
-    moved = st.fourier_shift(np.asarray(objects, np.complex128), drift)
+    moved = fourier_shift(np.asarray(objects, np.complex128), drift[:, 0], drift[:, 1])
     scale = rng.uniform(0.7, 1.0, size=len(objects))[:, None, None]
     moved = moved * np.sqrt(scale)
     moved = moved + noise * (rng.normal(size=moved.shape) + 1j * rng.normal(size=moved.shape))
@@ -34,28 +36,6 @@ def bamboo():
     return sample, sample.orientation_label(PX, SHAPE)
 
 
-def test_register_translation_known_shift():
-    rng = np.random.default_rng(0)
-    img = st.fourier_shift(rng.normal(size=(96, 96)), (0, 0))
-    # smooth random structure
-    k = np.fft.fftfreq(96)
-    img = np.fft.ifft2(np.fft.fft2(img) * np.exp(-((k[:, None] ** 2 + k[None] ** 2) / 0.01))).real
-    for _ in range(5):
-        true = rng.uniform(-4, 4, size=2)
-        moved = st.fourier_shift(img, true)
-        dy, dx, err = st.register_translation(img, moved, upsample=100)
-        assert dy == pytest.approx(-true[0], abs=0.02)
-        assert dx == pytest.approx(-true[1], abs=0.02)
-        assert err < 1e-3
-        back = st.fourier_shift(moved, (dy, dx))
-        assert np.abs(back - img).max() < 0.05 * np.abs(img).max()
-
-
-def test_register_rejects_bad_input():
-    with pytest.raises(ValueError):
-        st.register_translation(np.zeros((8, 8)), np.zeros((8, 9)))
-
-
 def test_spectra_peak_at_pi_star_and_drift_recovered(bamboo):
     sample, label = bamboo
     energies = np.arange(188.0, 196.01, 0.5)
@@ -68,8 +48,8 @@ def test_spectra_peak_at_pi_star_and_drift_recovered(bamboo):
     print(f"max drift error {err:.3f} px")
     assert err < 0.2
     tube = label > 0
-    od_spec = st.region_spectrum(res.od, tube)
-    peak = st.peak_energy(energies, od_spec)
+    od_spec = spectro.region_spectrum(res.od, tube)
+    peak = stack_fit.peak_energy(energies, od_spec)
     print(f"tube OD spectrum peak {peak:.3f} eV")
     assert peak == pytest.approx(192.0, abs=0.3)
     # OD matches the truth's OD (I0 from the open holes of the lacy carbon)
@@ -78,7 +58,7 @@ def test_spectra_peak_at_pi_star_and_drift_recovered(bamboo):
     diff = np.abs(res.od[:, core[0], core[1]] - true_od[:, core[0], core[1]])
     assert np.median(diff) < 0.02
     # the phase spectrum of the tubes crosses the resonance (anomalous dispersion)
-    ph_spec = st.region_spectrum(res.phase, tube)
+    ph_spec = spectro.region_spectrum(res.phase, tube)
     assert np.ptp(ph_spec) > 0.01
 
 
@@ -94,7 +74,7 @@ def test_xld_matches_truth_with_signs(bamboo):
     res = st.analyze_stack(moved, energies, pols, reference=2)
     assert np.abs(res.shifts + drift).max() < 0.2
     assert list(res.xld_energies) == [190.0, 192.0]
-    true_xld = st.xld(_truth_od(truth[3]), _truth_od(truth[2]))
+    true_xld = spectro.xld(_truth_od(truth[3]), _truth_od(truth[2]))
     core = (slice(8, -8), slice(8, -8))
     r = np.corrcoef(res.xld[1][core].ravel(), true_xld[core].ravel())[0, 1]
     print(f"XLD correlation with truth at 192 eV: {r:.3f}")
@@ -118,9 +98,9 @@ def test_xmcd_matches_truth_with_signs_at_rod_ends():
     moved, drift = _drifted(truth, rng, reference=0, noise=0.003)
     res = st.analyze_stack(moved, energies, pols, reference=0)
     assert np.abs(res.shifts + drift).max() < 0.2
-    mask = st.background_mask(np.abs(truth))
-    tod = st.optical_density(truth, mask=mask)
-    true_x = st.xmcd(tod[0], tod[1])
+    mask = spectro.background_mask(np.abs(truth))
+    tod = spectro.optical_density(truth, mask=mask)
+    true_x = spectro.xmcd(tod[0], tod[1])
     mk = sample.magnetization_map(PX, SHAPE)
     rods = sample.orientation_label(PX, SHAPE) > 0
     r = np.corrcoef(res.xmcd[0][rods], true_x[rods])[0, 1]
@@ -136,7 +116,7 @@ def test_xmcd_matches_truth_with_signs_at_rod_ends():
 def test_xmcd_guards_small_denominators():
     a = np.array([[0.0, 0.5], [1e-9, 1.0]])
     b = np.array([[0.0, 0.3], [-1e-9, 1.0]])
-    out = st.xmcd(a, b)
+    out = spectro.xmcd(a, b)
     assert np.isfinite(out).all()
     assert out[0, 0] == 0 and out[1, 0] == 0
     assert out[0, 1] == pytest.approx(0.25)
@@ -149,15 +129,15 @@ def test_fit_stack_svd_and_nnls():
     maps = rng.uniform(0, 1, size=(2, 16, 16))
     maps[0, :4] = 0  # no first component there
     data = np.einsum("km,myx->kyx", ref, maps) + 0.01 * rng.normal(size=(20, 16, 16))
-    lsq = st.fit_stack(data, ref, method="svd")
-    nn = st.fit_stack(data, ref, method="nnls")
+    lsq = stack_fit.fit_stack(data, ref, method="svd")
+    nn = stack_fit.fit_stack(data, ref, method="nnls")
     assert np.abs(lsq.maps - maps).max() < 0.05
     assert np.abs(nn.maps - maps).max() < 0.05
     assert (nn.maps >= 0).all()
     assert (lsq.maps < 0).any()  # noise makes some unconstrained coefficients negative
     assert nn.residual.mean() == pytest.approx(0.01, rel=0.3)
     with pytest.raises(ValueError):
-        st.fit_stack(data, ref[:5])
+        stack_fit.fit_stack(data, ref[:5])
 
 
 def test_resample_to_grid():
@@ -169,3 +149,31 @@ def test_resample_to_grid():
     both = st.resample_to_grid([img, fine], [1.0, 0.5])
     assert both.shape == (2, 40, 40)
     assert np.abs(both[1] - both[0]).max() < 0.05
+
+
+def test_align_stack_real_images_keeps_real_and_recovers_drift():
+    rng = np.random.default_rng(4)
+    k = np.fft.fftfreq(64)
+    img = np.fft.ifft2(
+        np.fft.fft2(rng.normal(size=(64, 64))) * np.exp(-(k[:, None] ** 2 + k[None] ** 2) / 0.02)
+    ).real
+    drift = np.array([[0.0, 0.0], [1.4, -0.6], [-2.2, 0.9]])
+    moved = fourier_shift(np.stack([img] * 3), drift[:, 0], drift[:, 1]).real
+    aligned, shifts = st.align_stack(moved, reference=0, taper=0.0)
+    assert aligned.dtype == np.float32 and aligned.shape == moved.shape
+    np.testing.assert_allclose(shifts, -drift, atol=0.05)
+    assert np.abs(aligned - img).max() < 0.02 * np.abs(img).max()
+    with pytest.raises(ValueError):
+        st.align_stack(moved, reference=3)
+
+
+def test_optical_density_normalises_each_image_by_its_own_i0():
+    obj = np.full((2, 12, 12), 0.9 + 0j)
+    obj[:, 3:6, 3:6] *= 10 ** (-0.25)  # OD 0.5 of the sample
+    obj[1] *= 0.6  # the second reconstruction came out darker overall
+    od = spectro.optical_density(obj)
+    assert od.dtype == np.float32 and od.shape == obj.shape
+    np.testing.assert_allclose(od[:, 4, 4], 0.5, atol=1e-5)
+    np.testing.assert_allclose(od[:, 0, 0], 0.0, atol=1e-6)
+    with pytest.raises(ValueError):
+        spectro.optical_density(obj, i0=[1.0, 0.0])

@@ -66,5 +66,5 @@ def test_export_bad_input_is_one_line(tmp_path):
     bad.write_text("not hdf5")
     r = runner.invoke(app, ["export", "cxi", str(bad), "-o", str(tmp_path / "out")])
     assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["import", str(bad), "--tiled", "http://x", "--polarization", "XX"])
+    r = runner.invoke(app, ["import", "cxi", str(bad), "--tiled", "x", "--polarization", "XX"])
     assert r.exit_code == 2 and "polarization" in r.output

@@ -46,7 +46,7 @@ def _commands(uri: str, key: str | None, cxi) -> dict[str, list[str]]:
     return {
         "web": ["web", "--tiled-uri", uri, *keys("--tiled-api-key"), "--port", str(free_port())],
         "serve": ["serve", "--tiled-uri", uri, *keys("--api-key")],
-        "import": ["import", str(cxi), "--tiled", uri, *keys("--api-key")],
+        "import": ["import", "cxi", str(cxi), "--tiled", uri, *keys("--api-key")],
     }
 
 

@@ -8,6 +8,7 @@ from bluesky_tiled_plugins import TiledWriter
 
 from recon.cxi import read_cxi
 from services import exports as ex
+from services.imports import import_cxi
 from services.tiled_server import TiledServer
 from services.worker.tiled_io import RunReader
 from simulators.dataset import simulate_ptychogram
@@ -116,7 +117,7 @@ def test_import_cxi_as_a_run(tmp_path, ptychograms):
     theirs = _foreign_cxi(tmp_path / "foreign.cxi", ptychograms[1])
     with TiledServer(tmp_path / "tiled") as server:
         client = server.client()
-        uid = ex.import_cxi([ours, theirs], TiledWriter(client, batch_size=50), polarization="LV")
+        uid = import_cxi([ours, theirs], TiledWriter(client, batch_size=50), polarization="LV")
         reader = RunReader(client, uid)
         assert reader.stopped()
         assert reader.geometry["points_per_ptychogram"] == ptychograms[0].n_frames
@@ -130,4 +131,4 @@ def test_import_cxi_as_a_run(tmp_path, ptychograms):
         np.testing.assert_array_equal(frames, ptychograms[1].frames.astype(frames.dtype))
         assert "dark" in client[uid]
     with pytest.raises(ValueError, match="no CXI files"):
-        ex.import_cxi([], lambda name, doc: None)
+        import_cxi([], lambda name, doc: None)

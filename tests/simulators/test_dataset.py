@@ -120,3 +120,19 @@ def test_same_seed_same_data_other_seed_other_noise():
 def test_bad_parameters_are_refused(bad, message):
     with pytest.raises(ValidationError, match=message):
         SimulationParams(**bad)
+
+
+def test_hermes_description_axes_for_a_raster_and_points_with_jitter(tmp_path):
+    import h5py
+
+    from recon.hermes import orient, read_positions
+    from simulators.hermes_layout import to_camera, write_description
+
+    frames = np.arange(2 * 4 * 6).reshape(2, 4, 6)
+    np.testing.assert_array_equal(orient(to_camera(frames)), frames)
+    for jitter, n_x in ((0.0, 5), (20e-9, 25)):
+        sim = Simulation(SimulationParams(jitter_m=jitter, **SMALL))
+        path = write_description(tmp_path / f"d{n_x}.hdf5", sim.positions_m, 192.0)
+        with h5py.File(path) as h:
+            assert h["entry1/camera/sample_x"].shape == (n_x,)
+        np.testing.assert_allclose(read_positions(path, sim.n_points), sim.positions_m, atol=1e-15)

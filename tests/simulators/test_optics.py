@@ -179,3 +179,20 @@ def test_bad_inputs():
         delta_beta("unobtainium", 200.0)
     with pytest.raises(ValueError, match="xmcd"):
         delta_beta("permalloy", 706.0, xmcd=2.0)
+
+
+def test_material_tables_come_from_the_package_data_file():
+    import json
+    from importlib import resources
+
+    from simulators.materials import MATERIALS, get_material
+
+    path = resources.files("simulators") / "data" / "materials.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert set(data["materials"]) == set(MATERIALS)
+    for alias, name in data["aliases"].items():
+        assert get_material(alias.upper()) is MATERIALS[name]
+    fe = MATERIALS["permalloy"].edge_of("Fe")
+    assert [s.fraction for s in fe.steps] == pytest.approx([2 / 3, 1 / 3])
+    with pytest.raises(ValueError, match="no modelled edge"):
+        MATERIALS["gold"].edge_of("Au")

@@ -1,0 +1,297 @@
+"""Fused, multi-threaded CPU loops behind :mod:`recon.kernels` (numba).
+
+Each kernel reads and writes every frame stack once, so the element-wise work of an iteration
+costs little next to its two FFTs. Hot loops are kept free of branches and run over contiguous
+pixels (modes in an outer loop, per-frame scratch rows) so that LLVM vectorises them.
+
+Only the kernels whose outer loop is a ``prange`` are compiled with ``parallel=True``; the
+per-frame helpers they call are plain ``njit`` functions (a ``parallel=True`` function without
+a parallel loop makes numba emit ``NumbaPerformanceWarning``).
+
+Shapes: ``wave`` (M, K, P) complex64 (frames, modes, flattened pixels) or (M, K, ny, nx);
+``inten`` (M, P) float32; ``keep`` (P,) float32, 1 on good and 0 on masked pixels;
+``bg`` (P,) float32; ``scale`` (M,) float32; ``corners`` (M, 2) int64; ``bins`` (M,) int64.
+
+``AVAILABLE`` is False when numba is not importable or ``SPTYCHO_NUMBA=0``; the kernels are
+then not defined.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:  # numba is optional: recon.kernels always has the generic code.
+    import numba as _nb
+
+    AVAILABLE = os.environ.get("SPTYCHO_NUMBA", "1") != "0"
+except ImportError:  # pragma: no cover - depends on the environment
+    _nb = None
+    AVAILABLE = False
+
+
+def num_threads() -> int:
+    """Threads numba runs parallel loops on (1 without numba)."""
+    return _nb.get_num_threads() if _nb is not None else 1
+
+
+def row_bands(h: int) -> int:
+    """Bands of object rows that the banded back-projections of an (h, W) object use."""
+    return max(1, min(h, 4 * num_threads()))
+
+
+if AVAILABLE:
+    # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of raising
+    # (the divisors are model photons floored at 1e-12, but fastmath lets NaNs through).
+    _options = {"fastmath": True, "cache": True, "nogil": True, "error_model": "numpy"}
+    _helper = _nb.njit(**_options)
+    _parallel = _nb.njit(parallel=True, **_options)
+    _prange = _nb.prange
+
+    # ---------------------------------------------------------------- per-frame helpers
+    @_helper
+    def _modes_power(wave, j, out):  # pragma: no cover
+        """out[x] = sum_k |wave[j, k, x]|^2."""
+        kk, p = wave.shape[1], wave.shape[2]
+        for x in range(p):
+            out[x] = np.float32(0.0)
+        for k in range(kk):
+            row = wave[j, k]
+            for x in range(p):
+                v = row[x]
+                out[x] += v.real * v.real + v.imag * v.imag
+
+    @_helper
+    def _power_to_model(out, s, bg):  # pragma: no cover
+        """out[x] <- max(s out[x] + bg[x], 1e-12): model photons from the modes' power."""
+        tiny = np.float32(1e-12)
+        for x in range(out.size):
+            out[x] = max(s * out[x] + bg[x], tiny)
+
+    @_helper
+    def _model(wave, j, bg, s, out):  # pragma: no cover
+        """out[x] = max(s sum_k |wave[j, k, x]|^2 + bg[x], 1e-12): model photons of frame j."""
+        _modes_power(wave, j, out)
+        _power_to_model(out, s, bg)
+
+    @_helper
+    def _modulus_factor(inten_j, keep, f):  # pragma: no cover
+        """f[x] <- sqrt(I[x] / f[x]) on good pixels, 1 on masked ones (f: model photons)."""
+        one = np.float32(1.0)
+        for x in range(f.size):
+            kp = keep[x]
+            f[x] = kp * np.sqrt(inten_j[x] / f[x]) + (one - kp)
+
+    @_helper
+    def _scale_modes(wave, j, f):  # pragma: no cover
+        """wave[j, k, x] *= f[x] for every mode k."""
+        for k in range(wave.shape[1]):
+            row = wave[j, k]
+            for x in range(f.size):
+                row[x] *= f[x]
+
+    @_helper
+    def _band_rows(t, n_bands, h, cy, ny):  # pragma: no cover
+        """Rows [y0, y1) of a patch at row ``cy`` that fall in object row band ``t``."""
+        band = (h + n_bands - 1) // n_bands
+        r0 = t * band
+        r1 = min(h, r0 + band)
+        return max(0, r0 - cy), min(ny, r1 - cy)
+
+    # ---------------------------------------------------------------- parallel kernels
+    @_parallel
+    def exit_waves(obj, probes, bins, corners, out, accumulate):  # pragma: no cover
+        m, kk, ny, nx = out.shape
+        for j in _prange(m):
+            cy = corners[j, 0]
+            cx = corners[j, 1]
+            b = bins[j]
+            for k in range(kk):
+                for y in range(ny):
+                    orow = obj[cy + y, cx : cx + nx]
+                    prow = probes[b, k, y]
+                    wrow = out[j, k, y]
+                    if accumulate:
+                        for x in range(nx):
+                            wrow[x] += prow[x] * orow[x]
+                    else:
+                        for x in range(nx):
+                            wrow[x] = prow[x] * orow[x]
+
+    @_parallel
+    def deviance_rows(wave, inten, keep, bg, scale, dev, every, j0):  # pragma: no cover
+        """dev[j] = Poisson deviance of frame j when (j0 + j) % every == 0.
+
+        The same quantity as :func:`recon.deviance.poisson_deviance` (not normalised).
+        """
+        m, kk, p = wave.shape
+        for j in _prange(m):
+            if (j0 + j) % every != 0:
+                continue
+            mm = np.empty(p, np.float32)
+            _model(wave, j, bg, scale[j], mm)
+            acc = 0.0
+            for x in range(p):
+                i = inten[j, x]
+                acc += keep[x] * (i * np.log(i / mm[x] + np.float32(1e-30)) - (i - mm[x]))
+            dev[j] = 2.0 * acc
+
+    @_parallel
+    def add_ratio(wave, inten, keep, bg, scale, ratio):  # pragma: no cover
+        """ratio[thread] += keep I / M over the frames (T, P) per-thread accumulators."""
+        m, kk, p = wave.shape
+        for j in _prange(m):
+            t = _nb.get_thread_id()
+            mm = np.empty(p, np.float32)
+            _model(wave, j, bg, scale[j], mm)
+            r = ratio[t]
+            for x in range(p):
+                r[x] += keep[x] * inten[j, x] / mm[x]
+
+    @_parallel
+    def modulus_project(wave, inten, keep, bg, scale):  # pragma: no cover
+        """wave *= sqrt(I / M) on good pixels (alternating projections)."""
+        m, kk, p = wave.shape
+        for j in _prange(m):
+            f = np.empty(p, np.float32)
+            _model(wave, j, bg, scale[j], f)
+            _modulus_factor(inten[j], keep, f)
+            _scale_modes(wave, j, f)
+
+    @_parallel
+    def difference_map(wave, psi, inten, keep, bg, scale):  # pragma: no cover
+        """psi <- psi + P_F(2 wave - psi) - wave; wave <- psi."""
+        m, kk, p = wave.shape
+        two = np.float32(2.0)
+        for j in _prange(m):
+            f = np.zeros(p, np.float32)
+            for k in range(kk):
+                wrow = wave[j, k]
+                qrow = psi[j, k]
+                for x in range(p):
+                    z = two * wrow[x] - qrow[x]
+                    f[x] += z.real * z.real + z.imag * z.imag
+            _power_to_model(f, scale[j], bg)
+            _modulus_factor(inten[j], keep, f)
+            for k in range(kk):
+                wrow = wave[j, k]
+                qrow = psi[j, k]
+                for x in range(p):
+                    w = wrow[x]
+                    q = qrow[x]
+                    q += f[x] * (two * w - q) - w
+                    qrow[x] = q
+                    wrow[x] = q
+
+    @_parallel
+    def ml_weight(wave, inten, keep, bg, scale):  # pragma: no cover
+        """wave *= keep scale (1 - I / M): Fourier factor of the Poisson gradient."""
+        m, kk, p = wave.shape
+        one = np.float32(1.0)
+        for j in _prange(m):
+            f = np.empty(p, np.float32)
+            s = scale[j]
+            _model(wave, j, bg, s, f)
+            for x in range(p):
+                f[x] = keep[x] * s * (one - inten[j, x] / f[x])
+            _scale_modes(wave, j, f)
+
+    @_parallel
+    def ml_line(wave0, dwave, inten, keep, bg, scale, out):  # pragma: no cover
+        """out[j] = (dL/dg, d2L/dg2) of frame j along wave0 + g dwave."""
+        m, kk, p = wave0.shape
+        tiny = np.float32(1e-12)
+        two = np.float32(2.0)
+        for j in _prange(m):
+            a2 = np.zeros(p, np.float32)
+            c = np.zeros(p, np.float32)
+            b2 = np.zeros(p, np.float32)
+            for k in range(kk):
+                vrow = wave0[j, k]
+                drow = dwave[j, k]
+                for x in range(p):
+                    v = vrow[x]
+                    d = drow[x]
+                    a2[x] += v.real * v.real + v.imag * v.imag
+                    c[x] += v.real * d.real + v.imag * d.imag
+                    b2[x] += d.real * d.real + d.imag * d.imag
+            s = scale[j]
+            d1 = 0.0
+            d2 = 0.0
+            for x in range(p):
+                mm = max(s * a2[x] + bg[x], tiny)
+                r = inten[j, x] / mm
+                a = two * s * c[x]
+                kp = keep[x]
+                d1 += kp * a * (1 - r)
+                d2 += kp * (two * s * b2[x] * (1 - r) + a * a * r / mm)
+            out[j, 0] = d1
+            out[j, 1] = d2
+
+    @_parallel
+    def backproject_object(
+        wave, probes, bins, corners, out, n_bands, p2, illum, do_illum
+    ):  # pragma: no cover
+        """out[patch j] += sum_k conj(P) wave; with do_illum also illum[patch j] += p2[bin j].
+
+        Threads own bands of object rows, so no two write the same pixel.
+        """
+        m, kk, ny, nx = wave.shape
+        h = out.shape[0]
+        for t in _prange(n_bands):
+            for j in range(m):
+                cy = corners[j, 0]
+                cx = corners[j, 1]
+                b = bins[j]
+                y0, y1 = _band_rows(t, n_bands, h, cy, ny)
+                for y in range(y0, y1):
+                    orow = out[cy + y, cx : cx + nx]
+                    for k in range(kk):
+                        prow = probes[b, k, y]
+                        wrow = wave[j, k, y]
+                        for x in range(nx):
+                            orow[x] += prow[x].conjugate() * wrow[x]
+                    if do_illum:
+                        irow = illum[cy + y, cx : cx + nx]
+                        qrow = p2[b, y]
+                        for x in range(nx):
+                            irow[x] += qrow[x]
+
+    @_parallel
+    def illumination(probes, bins, corners, out, n_bands):  # pragma: no cover
+        """out[patch j] += sum_k |probes[bins[j], k]|^2, threads owning row bands."""
+        bb, kk, ny, nx = probes.shape
+        h = out.shape[0]
+        for t in _prange(n_bands):
+            for j in range(corners.shape[0]):
+                cy = corners[j, 0]
+                cx = corners[j, 1]
+                b = bins[j]
+                y0, y1 = _band_rows(t, n_bands, h, cy, ny)
+                for y in range(y0, y1):
+                    for k in range(kk):
+                        for x in range(nx):
+                            v = probes[b, k, y, x]
+                            out[cy + y, cx + x] += v.real * v.real + v.imag * v.imag
+
+    @_parallel
+    def backproject_probe(wave, obj, bins, corners, num, den):  # pragma: no cover
+        """num[t, b, k] += conj(O_j) wave[j, k]; den[t, b] += |O_j|^2 (per-thread sums)."""
+        m, kk, ny, nx = wave.shape
+        for j in _prange(m):
+            t = _nb.get_thread_id()
+            cy = corners[j, 0]
+            cx = corners[j, 1]
+            b = bins[j]
+            for y in range(ny):
+                orow = obj[cy + y, cx : cx + nx]
+                drow = den[t, b, y]
+                for x in range(nx):
+                    o = orow[x]
+                    drow[x] += o.real * o.real + o.imag * o.imag
+                for k in range(kk):
+                    nrow = num[t, b, k, y]
+                    wrow = wave[j, k, y]
+                    for x in range(nx):
+                        nrow[x] += orow[x].conjugate() * wrow[x]
