@@ -51,12 +51,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/acquire.py
 	$(BIN)/python bench/web.py
 
+# The short variants write to bench/results/quick/ (the full results stay as they are).
+QUICK := bench/results/quick
 bench-quick: $(STAMP)
-	$(BIN)/python bench/simulate.py --frames 20
-	$(BIN)/python bench/recon.py --quick --repeat 1
-	$(BIN)/python bench/stream.py --frames 100 --size 64
-	$(BIN)/python bench/acquire.py --frames 10
-	$(BIN)/python bench/web.py --clients 5 --updates 5
+	mkdir -p $(QUICK)
+	$(BIN)/python bench/simulate.py --frames 20 --out $(QUICK)/simulate.json
+	$(BIN)/python bench/recon.py --quick --repeat 1 --output $(QUICK)/recon.json
+	$(BIN)/python bench/stream.py --frames 100 --size 64 --out $(QUICK)/stream.json
+	$(BIN)/python bench/acquire.py --frames 10 --out $(QUICK)/acquire.json
+	$(BIN)/python bench/web.py --clients 5 --updates 5 --out $(QUICK)/web.json
 
 clean:
 	rm -rf $(VENV) out

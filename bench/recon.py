@@ -28,8 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recon.algorithms import Engine, EngineOptions  # noqa: E402
+from recon.algorithms import Engine  # noqa: E402
 from recon.backend import FFT_WORKERS, fft2c, ifft2c, resolve_backend  # noqa: E402
+from recon.engine_options import EngineOptions  # noqa: E402
 from recon.operators import PtychoOperator  # noqa: E402
 from recon.probe import ZonePlate, zone_plate_probe  # noqa: E402
 

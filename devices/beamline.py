@@ -77,6 +77,18 @@ class Beamline:
                 "is the IOC running with this prefix, and does EPICS_CA_ADDR_LIST reach it?"
             )
 
+    def disconnect(self) -> None:
+        """Close every device's Channel Access channels (end of a session).
+
+        Without it, an IOC that stops before this process exits makes libca print a
+        "Virtual circuit disconnect" banner on the terminal. The devices are unusable after.
+        """
+        for device in self.devices():
+            try:
+                device.destroy()
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                continue
+
 
 def _unconnected(device: Device) -> list[str]:
     """PV names of the device's signals that are not connected."""

@@ -104,6 +104,18 @@ def run_stage(
 
     ``new_stage=False`` continues a stage started by an earlier call (the DM guard keeps its
     history, and a stage that fell back to AP stays on AP).
+
+    Parameters
+    ----------
+    engine : the engine to iterate
+    name : AP, DM or ML
+    count : iterations
+    callback : called with the engine after each iteration
+    new_stage : start a new stage (True) or continue the last one
+
+    Returns
+    -------
+    messages : what happened that a user should know (a DM fallback to AP)
     """
     name = name.upper()
     if name not in ALGORITHMS:

@@ -49,7 +49,7 @@ class Engine:
     intensities : (N, n, n) float32 measured photons in FFT order (zero frequency at [0, 0]);
         its array module (NumPy or CuPy) is used for everything
     corners_px : (N, 2) float top-left corners (row, col) of the frames' patches in the
-        object (pixels; probe centres are ``corners_px + n / 2``)
+        object (pixels; probe centres are ``corners_px + n // 2``)
     probe : (K, n, n) complex64 initial probe modes (centred)
     obj_shape : (H, W) object shape; every patch must fit inside
     obj : (H, W) complex64 initial object (ones by default)

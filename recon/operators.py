@@ -62,13 +62,15 @@ def fourier_shift(a: Any, dy: Any, dx: Any) -> Any:
 
     Returns
     -------
-    complex64 array of the shape of ``a``.
+    complex array of the shape of ``a``: complex128 for complex128 or float64 input,
+    complex64 otherwise.
     """
     xp = get_xp(a)
+    ctype = np.complex128 if a.dtype in (np.complex128, np.float64) else np.complex64
     dy, dx = xp.broadcast_arrays(xp.asarray(dy, dtype=np.float64), xp.asarray(dx, dtype=np.float64))
     ramp = shift_ramp(a.shape[-2:], xp.stack([dy.ravel(), dx.ravel()], axis=1), xp)
     ramp = ramp.reshape(*dy.shape, *a.shape[-2:])
-    return ifft2c(fft2c(xp.asarray(a, dtype=np.complex64)) * ramp).astype(np.complex64)
+    return ifft2c(fft2c(xp.asarray(a, dtype=ctype)) * ramp).astype(ctype, copy=False)
 
 
 def quantize_positions(positions_px: Any, subpixel: int = 8) -> tuple[Any, Any, Any]:

@@ -75,7 +75,9 @@ def register_translation(
     Returns
     -------
     dy, dx : float shift in pixels
-    error : normalised RMS error of the match (0 for a perfect one); NaN with a mask
+    error : normalised RMS error of the match (0 for a perfect one) for plain correlation;
+        not a quality measure with ``normalize=True`` (about 0.9-1 even for good matches);
+        NaN with a mask
     """
     a = to_numpy(reference)
     b = to_numpy(moving)

@@ -52,7 +52,8 @@ def align_stack(
 
     Returns
     -------
-    aligned : (K, H, W) complex64 for complex ``images``, float32 for real ones
+    aligned : (K, H, W) complex for complex ``images``, real for real ones, in the precision
+        of ``images`` (complex128 / float64 stay double, anything else is single)
     shifts : (K, 2) float64 (dy, dx) applied to each image (pixels); zero for the reference
     """
     xp = get_xp(images)
@@ -156,6 +157,19 @@ class StackAnalysis:
 def _pairs(
     energies: np.ndarray, pols: list[str], first: str, second: str, tol: float
 ) -> list[tuple[float, int, int]]:
+    """Pairs of images at one energy with polarizations ``first`` and ``second``.
+
+    Parameters
+    ----------
+    energies : (K,) float, eV of each image
+    pols : K polarization names
+    first, second : the two polarizations to pair (e.g. "LV", "LH" for XLD)
+    tol : energies within ``tol`` eV count as the same
+
+    Returns
+    -------
+    list of (energy, index of ``first``, index of ``second``)
+    """
     out = []
     for i, (e, p) in enumerate(zip(energies, pols, strict=True)):
         if p != first:

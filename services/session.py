@@ -180,6 +180,7 @@ def open_session(
 
         stack.callback(drain)
         bl = make_beamline(prefix, data_dir=str(frames), timeout=connect_timeout)
+        stack.callback(bl.disconnect)  # before an IOC started around the session stops
         RE = make_run_engine(
             delivery=delivery,
             beamline=bl,

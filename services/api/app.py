@@ -96,6 +96,11 @@ async def _bad_value(request: Request, err: Exception) -> JSONResponse:
 
 
 async def _tiled_failed(request: Request, err: Exception) -> JSONResponse:
+    """Tiled down or overloaded: 503; a node Tiled does not have (yet): 404, e.g. a result
+    read while the worker writes its next version. Anything else is a server error."""
+    response = getattr(err, "response", None)
+    if getattr(response, "status_code", None) == 404:
+        return JSONResponse({"detail": f"not in Tiled (yet): {first_line(err)}"}, 404)
     if not is_transient(err):
         raise err
     return JSONResponse({"detail": f"Tiled did not answer: {first_line(err)}"}, 503)

@@ -5,35 +5,46 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
 import typer
 from pydantic import ValidationError
 
+from services.commands.options import SCAN_OPTIONS
 from services.errors import fail
 from services.validation import one_line, require_finite
 
 T = TypeVar("T")
 
 
+class Layout(StrEnum):
+    """What ``sptycho simulate`` writes."""
+
+    cxi = "cxi"  # one CXI file
+    hermes = "hermes"  # a folder in the HERMES beamline's layout
+
+
 def simulate(
     output: Path = typer.Option(
         ..., "-o", "--output", help="CXI file to write (a folder with --layout hermes)."
     ),
-    layout: str = typer.Option("cxi", help="cxi (one file) or hermes (a HERMES folder)."),
+    layout: Layout = typer.Option(
+        Layout.cxi, case_sensitive=False, help="cxi (one file) or hermes (a HERMES folder)."
+    ),
     energies: str = typer.Option(
         "", help="HERMES stack energies (eV, comma-separated); replaces --energy."
     ),
     sample: str = typer.Option(
         "bn-bamboo", help="siemens-star, bn-bamboo, cnt-bundle or permalloy-rods."
     ),
-    energy: float = typer.Option(192.0, help="Photon energy (eV), 100-2000."),
-    polarization: str = typer.Option("LH", help="LH, LV, CL or CR."),
-    spot: float = typer.Option(1e-6, help="Spot diameter on the sample (m)."),
-    overlap: float = typer.Option(0.9, help="Overlap O = 1 - d/2r, in [0, 1)."),
-    area: float = typer.Option(2e-6, help="Side of the square scan area (m)."),
-    exposure: float = typer.Option(0.1, help="Exposure per frame (s)."),
+    energy: float = SCAN_OPTIONS["energy"],
+    polarization: str = SCAN_OPTIONS["polarization"],
+    spot: float = SCAN_OPTIONS["spot"],
+    overlap: float = SCAN_OPTIONS["overlap"],
+    area: float = SCAN_OPTIONS["area"],
+    exposure: float = SCAN_OPTIONS["exposure"],
     frame_size: int = typer.Option(256, help="Frame width in (binned) detector pixels."),
     seed: int = typer.Option(1, help="Random seed (sample, noise, jitter)."),
     pattern: str = typer.Option("raster", help="raster or fermat."),
@@ -76,9 +87,7 @@ def simulate(
         jitter_m=jitter,
         n_dark=dark_frames,
     )
-    layout = layout.lower()
-    if layout not in ("cxi", "hermes"):
-        fail(f"unknown layout {layout!r}: use cxi or hermes")
+    layout = Layout(layout).value
     if layout == "hermes":
         _simulate_hermes(output, energies, quiet, kwargs)
         return

@@ -174,7 +174,7 @@ class CNTBundle(TubeSample):
     ----------
     core_fraction_range : hollow core radius over bundle radius
     membrane : ``"formvar"`` or ``"si3n4"``
-    membrane_m : its thickness; default 30 nm formvar, 5 nm Si3Nx (as in the paper)
+    membrane_m : its thickness; default 30 nm formvar, 5 nm Si3Nx (as in Vijayakumar et al. 2023)
     **layout : as for :class:`BNBamboo`, but bundles are 100-200 nm wide and 0.8-1.8 um long
         by default
     """

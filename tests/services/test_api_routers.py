@@ -109,3 +109,32 @@ def test_scan_health_and_live_read_the_injected_controller():
         hello = ws.receive_json()
     assert hello["scan"] == {"state": "injected"}
     assert [r["uid"] for r in hello["runs"]] == ["u2", "u1"]  # newest first
+
+
+class _Rewriting:
+    """A catalog whose Tiled answers 404 (a result node read while the worker rewrites it)
+    or 400 (a request Tiled refuses: a bug, not to be hidden)."""
+
+    results_key = "recon"
+    status = 404
+
+    def client(self):
+        import httpx
+
+        request = httpx.Request("GET", "http://tiled.invalid/api/v1/array/full/r1/recon/p0000")
+        response = httpx.Response(self.status, request=request)
+        raise httpx.HTTPStatusError("Tiled said no", request=request, response=response)
+
+
+def test_a_node_missing_in_tiled_is_404_and_a_refused_request_is_not_hidden():
+    app = _app()
+    app.dependency_overrides[deps.get_catalog] = _Rewriting
+    client = TestClient(app, raise_server_exceptions=False)
+    r = client.get("/api/runs/r1/results/0")
+    assert r.status_code == 404 and r.json()["detail"].startswith("not in Tiled (yet)")
+
+    class _Broken(_Rewriting):
+        status = 400
+
+    app.dependency_overrides[deps.get_catalog] = _Broken
+    assert client.get("/api/runs/r1/results/0").status_code == 500

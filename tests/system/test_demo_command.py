@@ -28,6 +28,9 @@ def test_demo_runs_a_stack_and_exits_when_done(tmp_path):
     cmd += ["--algorithm", "AP**30"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=480, env=_env())
     assert out.returncode == 0, out.stderr[-3000:]
+    # only progress bars on the terminal: no library warnings, no libca banners at the end
+    for noise in ("Warning", "CA.Client.Exception", "Traceback"):
+        assert noise not in out.stderr, out.stderr[-3000:]
     text = out.stdout
     match = re.search(r"done in (\d+) s: (\d+) frames, (\d+) ptychograms reconstructed", text)
     assert match, text
