@@ -89,7 +89,8 @@ def test_fourier_shift_per_image_matches_single_shifts():
     imgs = np.stack([_smooth_image(32, seed=s) for s in range(3)])
     shifts = np.array([[0.3, -1.2], [2.5, 0.0], [-0.7, 0.9]])
     batched = fourier_shift(imgs, shifts[:, 0], shifts[:, 1])
-    assert batched.shape == imgs.shape and batched.dtype == np.complex64
+    assert batched.shape == imgs.shape and batched.dtype == np.complex128  # float64 in
+    assert fourier_shift(imgs.astype(np.float32), 0.5, 0.5).dtype == np.complex64
     for k in range(3):
         single = fourier_shift(imgs[k], *shifts[k])
         np.testing.assert_allclose(batched[k], single, atol=1e-5)

@@ -75,10 +75,13 @@ def test_stack_survives_worker_kill_and_tiled_outage(tmp_path):
         t0 = time.monotonic()
         acquisition.start()
         try:
-            # 1. kill the worker while it reconstructs ptychogram 1, start a new one
+            # 1. kill the worker while it reconstructs ptychogram 1, start a new one. "running"
+            # is written when the worker takes the ptychogram on: with live refreshes while
+            # its frames arrive, or straight to the final chain when the worker was still
+            # busy with ptychogram 0 until they had all arrived (a loaded machine)
             while time.monotonic() - t0 < 240:
                 st = _statuses(tiled, uids[0]) if uids else {}
-                if st.get(1, {}).get("status") == "running" and st[1].get("frames_used"):
+                if st.get(1, {}).get("status") == "running":
                     break
                 time.sleep(0.2)
             else:
