@@ -43,7 +43,7 @@ test: $(STAMP) system-packages
 	$(BIN)/python -m pytest -q
 
 # Every benchmark, each writing bench/results/<name>.json and printing its table
-# (about 15 minutes on 2 cores; `make bench-quick` runs the short variants, ~4 minutes).
+# (`make bench-quick` runs their short variants).
 bench: $(STAMP)
 	$(BIN)/python bench/simulate.py
 	$(BIN)/python bench/recon.py

@@ -29,6 +29,19 @@ def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def polarization(text: str) -> str:
+    """``text`` as one of the undulator's polarizations (upper case); one ``error:`` line
+    otherwise."""
+    from typing import get_args
+
+    from plans.parameters import Polarization
+
+    choices = get_args(Polarization)
+    if text.upper() not in choices:
+        fail(f"polarization must be {', '.join(choices[:-1])} or {choices[-1]}, got {text!r}")
+    return text.upper()
+
+
 def require_finite(**options: float | None) -> None:
     """Refuse NaN and infinite values; ``None`` (an option not given) passes.
 

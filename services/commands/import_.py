@@ -15,19 +15,12 @@ from typing import Any
 import typer
 
 from services.errors import fail
-
-POLARIZATIONS = ("LH", "LV", "CL", "CR")
+from services.validation import polarization as polarization_choice
 
 import_app = typer.Typer(
     help="Import CXI files or HERMES folders (as a run in Tiled, or as CXI files).",
     no_args_is_help=True,
 )
-
-
-def _check_polarization(polarization: str) -> str:
-    if polarization.upper() not in POLARIZATIONS:
-        fail(f"polarization must be LH, LV, CL or CR, got {polarization!r}")
-    return polarization.upper()
 
 
 def _tiled_writer(tiled: str, api_key: str | None) -> Any:
@@ -61,7 +54,7 @@ def cxi(
     missing = [str(p) for p in inputs if not p.is_file()]
     if missing:
         fail(f"no such file: {missing[0]}")
-    pol = _check_polarization(polarization)
+    pol = polarization_choice(polarization)
     writer = _tiled_writer(tiled, api_key)
     try:
         uid = import_cxi(inputs, writer, polarization=pol)
@@ -153,7 +146,7 @@ def hermes(
         energies_ev=_energies(energy),
         orientation=_orientation(orientation),
         counts_per_photon=counts_per_photon,
-        polarization=_check_polarization(polarization),
+        polarization=polarization_choice(polarization),
     )
     try:
         if output is not None:

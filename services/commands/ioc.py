@@ -9,8 +9,6 @@ import typer
 from services.errors import fail
 from services.validation import require_finite
 
-POLARIZATIONS = ("LH", "LV", "CL", "CR")
-
 
 def ioc(
     prefix: str = typer.Option("SIM:", help="PV prefix of every beamline PV."),
