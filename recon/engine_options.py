@@ -18,11 +18,18 @@ class EngineOptions:
     object_reg, probe_reg : relative regularisation of the least-squares denominators
     update_background : refine an incoherent background (multiplicative update)
     refine_scale : refine a per-frame intensity scale (floating intensities, monitor)
-    refine_positions : refine positions every ``position_every`` iterations (AP only)
+    refine_positions : refine positions every ``position_every`` iterations (every algorithm)
     position_start : first iteration of position refinement
     position_max_step : largest position change per refinement (pixels)
     ml_smoothing : weight of the quadratic object smoothness penalty of ML (relative)
-    dm_guard_factor, dm_guard_patience : DM divergence guard
+    dm_guard_factor, dm_guard_patience : divergence guard of DM and RAAR
+    raar_beta : relaxation of RAAR (1 is the difference map; see
+        :mod:`recon.projection_family`)
+    pie_alpha : weight of the per-frame family: rPIE divides by ``(1 - a) |P|^2 + a
+        max |P|^2`` (Maiden et al. 2017); ePIE is ``a = 1``
+    pie_batch : frames updated together by ePIE/rPIE (1: one frame at a time)
+    noise_model : ``poisson`` or ``gaussian`` (amplitude least squares) likelihood of ML
+    ml_orthogonalize_every : ML orthogonalises the probe modes every this many iterations
     max_object_amplitude : clip |O| to this (None: no clip)
     deviance_frames : the per-iteration Poisson deviance is evaluated on every ``ceil(N /
         deviance_frames)``-th frame (a fixed, evenly spread subset; all frames when N is
@@ -44,4 +51,9 @@ class EngineOptions:
     dm_guard_factor: float = 3.0
     dm_guard_patience: int = 5
     max_object_amplitude: float | None = None
+    raar_beta: float = 0.75
+    pie_alpha: float = 0.1
+    pie_batch: int = 1
+    noise_model: str = "poisson"
+    ml_orthogonalize_every: int = 10
     deviance_frames: int = 32

@@ -169,13 +169,18 @@ def fourier_project(
     ratio: Any = None,
     deviance_every: int = 1,
     j0: int = 0,
+    coefs: tuple[float, float, float, float] = (1.0, 1.0, -1.0, 1.0),
 ) -> float:
     """Modulus projection in Fourier space, in place, and the model's Poisson deviance.
 
     With ``psi is None`` (alternating projections) ``wave`` becomes ``P_F(wave)``: each
     pixel's modes are scaled by ``sqrt(I / M)`` with ``M = scale * sum_k |wave_k|^2 + bg``;
-    masked pixels keep the model amplitude. With ``psi`` given (difference map, Fourier
-    form) ``psi <- psi + P_F(2 wave - psi) - wave`` and then ``wave <- psi``.
+    masked pixels keep the model amplitude. With ``psi`` given (the projection family of
+    :mod:`recon.projection_family`, Fourier form), with ``coefs = (alpha, cx, cw, cf)``::
+
+        psi <- cx psi + cw wave + cf P_F((1 + alpha) wave - alpha psi);   wave <- psi
+
+    (the default is the difference map, ``psi + P_F(2 wave - psi) - wave``).
 
     Parameters
     ----------
@@ -188,6 +193,7 @@ def fourier_project(
     ratio : (n, n) float32 accumulator of ``I / M`` (for the background update), or None
     deviance_every, j0 : the deviance is summed over the frames whose index in the whole
         scan, ``j0 + j``, is a multiple of ``deviance_every`` (1: all frames)
+    coefs : (alpha, cx, cw, cf) of the family update when ``psi`` is given
 
     Returns
     -------
@@ -205,7 +211,7 @@ def fourier_project(
             nbk.add_ratio(flat, inten2, keep, b, scale, r)
             ratio += r.sum(axis=0).reshape(ratio.shape)
         if psi is not None:
-            nbk.difference_map(flat, _flat(psi), inten2, keep, b, scale)
+            nbk.projection_family(flat, _flat(psi), inten2, keep, b, scale, *coefs)
         else:
             nbk.modulus_project(flat, inten2, keep, b, scale)
         return dev
@@ -215,10 +221,13 @@ def fourier_project(
     if psi is None:
         wave *= _modulus_factor(inten, mod, good)[:, None]
     else:
-        z = 2 * wave - psi
+        alpha, cx, cw, cf = (np.float32(c) for c in coefs)
+        z = (1 + alpha) * wave - alpha * psi
         z2 = (z.real**2 + z.imag**2).sum(axis=1)
         mz = xp.maximum(scale[:, None, None] * z2 + bg, TINY)
-        psi += _modulus_factor(inten, mz, good)[:, None] * z - wave
+        z *= cf * _modulus_factor(inten, mz, good)[:, None]
+        psi *= cx
+        psi += cw * wave + z
         wave[...] = psi
     return dev
 

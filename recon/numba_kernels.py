@@ -160,17 +160,21 @@ if AVAILABLE:
             _scale_modes(wave, j, f)
 
     @_parallel
-    def difference_map(wave, psi, inten, keep, bg, scale):  # pragma: no cover
-        """psi <- psi + P_F(2 wave - psi) - wave; wave <- psi."""
+    def projection_family(wave, psi, inten, keep, bg, scale, alpha, cx, cw, cf):  # pragma: no cover
+        """psi <- cx psi + cw wave + cf P_F((1 + alpha) wave - alpha psi); wave <- psi."""
         m, kk, p = wave.shape
-        two = np.float32(2.0)
+        a1 = np.float32(1.0 + alpha)
+        a0 = np.float32(alpha)
+        fx = np.float32(cx)
+        fw = np.float32(cw)
+        ff = np.float32(cf)
         for j in _prange(m):
             f = np.zeros(p, np.float32)
             for k in range(kk):
                 wrow = wave[j, k]
                 qrow = psi[j, k]
                 for x in range(p):
-                    z = two * wrow[x] - qrow[x]
+                    z = a1 * wrow[x] - a0 * qrow[x]
                     f[x] += z.real * z.real + z.imag * z.imag
             _power_to_model(f, scale[j], bg)
             _modulus_factor(inten[j], keep, f)
@@ -180,7 +184,7 @@ if AVAILABLE:
                 for x in range(p):
                     w = wrow[x]
                     q = qrow[x]
-                    q += f[x] * (two * w - q) - w
+                    q = fx * q + fw * w + ff * f[x] * (a1 * w - a0 * q)
                     qrow[x] = q
                     wrow[x] = q
 
