@@ -1,9 +1,10 @@
 """Algorithm chains such as ``"AP**150,ML**50"``: parsing, running, and the DM fallback.
 
 A chain is a list of ``(algorithm, iterations)`` steps run left to right on one
-:class:`recon.algorithms.Engine`. A difference-map stage is watched by a
-:class:`DivergenceGuard`; when it diverges the best DM state is restored and the rest of that
-stage runs as alternating projections.
+:class:`recon.algorithms.Engine`. A difference-map or RAAR stage is watched by a
+:class:`DivergenceGuard`; when it diverges its best state is restored and the rest of that
+stage runs as alternating projections. ``"auto"`` (a chain chosen from the data) is resolved
+by :mod:`recon.auto_chain` before parsing.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from recon.algorithms import Engine
 
+from recon.algorithms import ALGORITHMS
+
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("AP", "DM", "ML")
-_STEP = re.compile(r"^\s*(AP|DM|ML)\s*(?:\*\*\s*(\d+))?\s*$", re.IGNORECASE)
+#: Algorithms watched by the divergence guard (they fall back to AP).
+GUARDED = ("DM", "RAAR")
+_STEP = re.compile(r"^\s*([A-Za-z]+)\s*(?:\*\*\s*(\d+))?\s*$")
 
 
 def parse_algorithm(text: str) -> list[tuple[str, int]]:
     """Parse a chain such as ``"AP**150,ML**50"`` into ``[("AP", 150), ("ML", 50)]``.
 
     Steps run left to right (``,`` or ``;`` between them); ``"AP"`` alone means one
-    iteration.
+    iteration. Algorithms: AP, DM, RAAR, EPIE, RPIE, ML (any case).
 
     Raises
     ------
@@ -39,9 +43,10 @@ def parse_algorithm(text: str) -> list[tuple[str, int]]:
     steps = []
     for part in parts:
         m = _STEP.match(part)
-        if not m:
+        if not m or m.group(1).upper() not in ALGORITHMS:
             raise ValueError(
-                f"bad algorithm step {part.strip()!r} in {text!r}: use AP**n, DM**n or ML**n"
+                f"bad algorithm step {part.strip()!r} in {text!r}: use NAME**n with NAME one "
+                f"of {', '.join(ALGORITHMS)} (or the whole chain 'auto')"
             )
         n = int(m.group(2)) if m.group(2) is not None else 1
         if n < 1:
@@ -78,7 +83,8 @@ def run_chain(
     steps: list[tuple[str, int]],
     callback: Any = None,
 ) -> list[str]:
-    """Run a parsed algorithm chain on ``engine``; DM falls back to AP when it diverges.
+    """Run a parsed algorithm chain on ``engine``; DM and RAAR fall back to AP when they
+    diverge.
 
     Parameters
     ----------
@@ -102,24 +108,24 @@ def run_stage(
 ) -> list[str]:
     """Run ``count`` iterations of one algorithm (see :func:`run_chain`).
 
-    ``new_stage=False`` continues a stage started by an earlier call (the DM guard keeps its
+    ``new_stage=False`` continues a stage started by an earlier call (the guard keeps its
     history, and a stage that fell back to AP stays on AP).
 
     Parameters
     ----------
     engine : the engine to iterate
-    name : AP, DM or ML
+    name : one of :data:`recon.algorithms.ALGORITHMS`
     count : iterations
     callback : called with the engine after each iteration
     new_stage : start a new stage (True) or continue the last one
 
     Returns
     -------
-    messages : what happened that a user should know (a DM fallback to AP)
+    messages : what happened that a user should know (a DM or RAAR fallback to AP)
     """
     name = name.upper()
     if name not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {name!r}: use AP, DM or ML")
+        raise ValueError(f"unknown algorithm {name!r}: use one of {', '.join(ALGORITHMS)}")
     messages = []
     if new_stage or engine.stage_state.get("name") != name:
         engine.stage_state = {
@@ -132,14 +138,14 @@ def run_stage(
     guard = st["guard"]
     for _ in range(count):
         value = engine.iterate(st["current"])
-        if st["current"] == "DM":
+        if st["current"] in GUARDED:
             if math.isfinite(value) and value <= guard.best:
                 st["best"] = engine.snapshot()
             if guard.update(value):
                 msg = (
-                    f"DM diverged at iteration {engine.iteration} (deviance {value:.4g}, "
-                    f"best {guard.best:.4g}); restored the best DM state and falling back to "
-                    "AP for the rest of this DM stage"
+                    f"{name} diverged at iteration {engine.iteration} (deviance {value:.4g}, "
+                    f"best {guard.best:.4g}); restored the best {name} state and falling back "
+                    f"to AP for the rest of this {name} stage"
                 )
                 log.info(msg)
                 messages.append(msg)

@@ -31,14 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from recon import kernels
-from recon.backend import fft2c, get_xp, ifft2c, to_numpy
+from recon import kernels, projection_family
+from recon.backend import get_xp, to_numpy
 from recon.engine_options import EngineOptions
 from recon.kernels import PatchGeometry
 from recon.maximum_likelihood import ml_iteration
 from recon.operators import quantize_positions, shift_probes, shift_ramp, unshift_sum
+from recon.pie import PIE_NAMES, pie_iteration
 from recon.position_refinement import refine_corners
 from recon.probe_modes import orthogonalize_modes
+
+#: Every algorithm :meth:`Engine.iterate` runs.
+ALGORITHMS = (*projection_family.NAMES, *PIE_NAMES, "ML")
 
 
 class Engine:
@@ -198,7 +202,7 @@ class Engine:
     def update_probe_now(self) -> bool:
         return self.iteration >= self.opts.probe_update_start
 
-    def _object_from(self, num: Any) -> None:
+    def object_from(self, num: Any) -> None:
         illum = self.illumination()
         lam = self.xp.float32(self.opts.object_reg * float(illum.max()) + 1e-12)
         self.obj = (num + lam * self.obj) / (illum + lam)
@@ -215,7 +219,7 @@ class Engine:
         """
         return den_b.sum(axis=0)
 
-    def _probe_from(self, num_b: Any, den_b: Any) -> None:
+    def probe_from(self, num_b: Any, den_b: Any) -> None:
         # Residual form P += M^-1 sum_b S_b^H (num_b - D_b S_b P): exact fixed point.
         resid = num_b - den_b[:, None] * self.shifted_probes()
         den = self.probe_denominator(den_b)
@@ -225,100 +229,19 @@ class Engine:
         self.probe = self.xp.ascontiguousarray(orthogonalize_modes(self.probe))
         self.invalidate_probe()
 
-    def _ensure_background(self) -> None:
+    def ensure_background(self) -> None:
         if self.opts.update_background and float(self.bg.max()) <= 0:
             floor = float(self.xp.percentile(self.inten.mean(axis=0), 5))
             self.bg[...] = max(floor, 1e-3)
 
-    # ------------------------------------------------------------------ AP and DM
-    def _projection_iteration(self, name: str) -> float:
-        """One AP or DM iteration; returns the normalised deviance of the model."""
-        xp = self.xp
-        dm = name == "DM"
-        if dm and self._psi is None:
-            self._psi = xp.empty((self.n_frames, self.n_modes, *self.frame_shape), np.complex64)
-            probes = self.shifted_probes()
-            for sl, geom in self.chunks:
-                kernels.exit_waves(self.obj, probes, geom, self._psi[sl])
-                self._psi[sl] = fft2c(self._psi[sl], overwrite=True)
-        self._ensure_background()
-        update_probe = self.update_probe_now()
-        probes = self.shifted_probes()
-        num_o = xp.zeros(self.obj_shape, np.complex64)
-        if update_probe:
-            num_p = xp.zeros(probes.shape, np.complex64)
-            den_p = xp.zeros((probes.shape[0], *self.frame_shape), np.float32)
-        ratio = xp.zeros(self.frame_shape, np.float32) if self.opts.update_background else None
-        totals = [] if self.opts.refine_scale else None
-        single = len(self.chunks) == 1
-        fresh_illum = None
-        if self._illum is None:
-            fresh_illum = xp.zeros(self.obj_shape, np.float32)
-        deviance = 0.0
-        for sl, geom in self.chunks:
-            w = self.buffer(sl.stop - sl.start)
-            kernels.exit_waves(self.obj, probes, geom, w)
-            w = fft2c(w, overwrite=True)
-            if totals is not None:
-                totals.append((w.real**2 + w.imag**2).sum(axis=(1, 2, 3)))
-            psi = self._psi[sl] if dm else None
-            deviance += kernels.fourier_project(
-                w, *self.frame_data(sl), psi, ratio, self.deviance_every, sl.start
-            )
-            w = ifft2c(w, overwrite=True)
-            kernels.backproject_object(w, probes, geom, num_o, fresh_illum)
-        if fresh_illum is not None:
-            self._illum = fresh_illum
-        self._object_from(num_o)
-        if update_probe:
-            # Probe from the same waves and the *updated* object: alternating least squares
-            # (a simultaneous update of both would overshoot their common scale by 2x).
-            for sl, geom in self.chunks:
-                if not single:
-                    w = self.buffer(sl.stop - sl.start)
-                    if dm:
-                        w[...] = self._psi[sl]
-                    else:
-                        kernels.exit_waves(self.obj, probes, geom, w)
-                        w = fft2c(w, overwrite=True)
-                        kernels.fourier_project(w, *self.frame_data(sl))
-                    w = ifft2c(w, overwrite=True)
-                kernels.backproject_probe(w, self.obj, geom, num_p, den_p)
-            self._probe_from(num_p, den_p)
-        if ratio is not None:
-            self.bg *= xp.where(self.good, ratio / self.n_frames, 1).astype(np.float32)
-        if totals is not None:
-            self._update_scale(xp.concatenate(totals))
-        return self.record(name, deviance)
-
-    def _update_scale(self, model_totals: Any) -> None:
+    def update_scale(self, model_totals: Any) -> None:
+        """Per-frame scale from (N,) model photon totals (normalised to mean 1)."""
         xp = self.xp
         meas = xp.where(self.good, self.inten, 0).sum(axis=(1, 2))
         s = meas / xp.maximum(model_totals, 1e-12)
         self.scale = (s / s.mean()).astype(np.float32)
 
-    def ap_iteration(self) -> float:
-        """One alternating-projections iteration (Marchesini et al. 2016)."""
-        self._psi = None
-        self.ml_state = None
-        if (
-            self.opts.refine_positions
-            and self.iteration >= self.opts.position_start
-            and self.iteration % self.opts.position_every == 0
-        ):
-            self.refine_positions()
-        return self._projection_iteration("AP")
-
-    def dm_iteration(self) -> float:
-        """One difference-map iteration (Thibault et al. 2009), in Fourier space."""
-        self.ml_state = None
-        return self._projection_iteration("DM")
-
-    def ml_iteration(self) -> float:
-        """One Poisson maximum-likelihood conjugate-gradient iteration (Thibault 2012)."""
-        self._psi = None
-        return ml_iteration(self)
-
+    # ------------------------------------------------------------------ iterations
     def refine_positions(self) -> float:
         """One gradient-based update of all patch corners (Guizar-Sicairos & Fienup 2008).
 
@@ -326,23 +249,41 @@ class Engine:
         -------
         rms shift applied (pixels); see :func:`recon.position_refinement.refine_corners`
         """
-        return refine_corners(self)
+        shift = refine_corners(self)
+        if self.ml_state is not None:  # the search directions belong to the old geometry
+            self.ml_state = {"mu": self.ml_state.get("mu", 0.0)}
+        return shift
+
+    def positions_due(self) -> bool:
+        """True when this iteration starts with a position refinement."""
+        o = self.opts
+        return (
+            o.refine_positions
+            and self.iteration >= o.position_start
+            and (self.iteration - o.position_start) % o.position_every == 0
+        )
 
     def iterate(self, name: str) -> float:
-        """Run one iteration of algorithm ``name`` (AP, DM or ML).
+        """Run one iteration of algorithm ``name`` (see :data:`ALGORITHMS`), refining the
+        positions first when due (:attr:`EngineOptions.refine_positions`).
 
         Returns
         -------
         the model's normalised Poisson deviance at the start of the iteration
         """
         name = name.upper()
-        if name == "AP":
-            return self.ap_iteration()
-        if name == "DM":
-            return self.dm_iteration()
+        if name not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {name!r}: use one of {', '.join(ALGORITHMS)}")
+        if self.positions_due():
+            self.refine_positions()
         if name == "ML":
-            return self.ml_iteration()
-        raise ValueError(f"unknown algorithm {name!r}: use AP, DM or ML")
+            self._psi = None
+            return ml_iteration(self)
+        self.ml_state = None
+        if name in projection_family.NAMES:
+            return projection_family.projection_iteration(self, name)
+        self._psi = None
+        return pie_iteration(self, name)
 
     def snapshot(self) -> tuple[Any, Any, Any]:
         """Copies of (object, probe, background)."""
