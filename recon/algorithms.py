@@ -104,6 +104,7 @@ class Engine:
         self.ml_state: dict[str, Any] | None = None
         self._work: dict[int, Any] = {}
         self.stage_state: dict[str, Any] = {}
+        self._frame_buffer = None  # grown by append_frames
         self.set_geometry()
 
     # ------------------------------------------------------------------ geometry, caches
@@ -306,19 +307,34 @@ class Engine:
             return self.xp.ones(self.n_frames, np.float32)
         return self.xp.asarray(scale, dtype=np.float32).copy()
 
-    def set_frames(self, intensities: Any, corners_px: Any, scale: Any = None) -> None:
-        """Replace the frames (e.g. with more of them while streaming); keeps object/probe.
+    def append_frames(self, intensities: Any, corners_px: Any, scale: Any = None) -> None:
+        """Add frames (e.g. while streaming); keeps object, probe and the frames so far.
+
+        Only the new frames are copied (onto the GPU with CuPy): the frame stack grows in
+        place inside a buffer whose capacity doubles when full, so streaming N frames in
+        batches copies O(N) bytes in all.
 
         Parameters
         ----------
-        intensities : (N, n, n) float32 measured photons in FFT order
-        corners_px : (N, 2) float top-left patch corners in the object (pixels)
-        scale : (N,) float32 per-frame intensity scale (ones by default)
+        intensities : (M, n, n) float32 measured photons in FFT order
+        corners_px : (M, 2) float top-left patch corners in the object (pixels)
+        scale : (M,) float32 per-frame intensity scale of the new frames (ones by default)
         """
         xp = self.xp
-        self.inten = xp.ascontiguousarray(xp.asarray(intensities, dtype=np.float32))
-        self.corners_px = xp.asarray(corners_px, dtype=np.float64).reshape(-1, 2)
-        self.scale = self._frame_scale(scale)
+        new = xp.asarray(intensities, dtype=np.float32).reshape(-1, *self.frame_shape)
+        m, n_old = new.shape[0], self.n_frames
+        buf = self._frame_buffer
+        if buf is None or buf.shape[0] < n_old + m:
+            capacity = max(n_old + m, 2 * (buf.shape[0] if buf is not None else n_old))
+            grown = xp.empty((capacity, *self.frame_shape), np.float32)
+            grown[:n_old] = self.inten
+            buf = self._frame_buffer = grown
+        buf[n_old : n_old + m] = new
+        self.inten = buf[: n_old + m]
+        corners = xp.asarray(corners_px, dtype=np.float64).reshape(m, 2)
+        self.corners_px = xp.concatenate([self.corners_px, corners])
+        add = xp.ones(m, np.float32) if scale is None else xp.asarray(scale, np.float32)
+        self.scale = xp.concatenate([self.scale, add.reshape(m)])
         self._reset_iterates()
         self.set_geometry()
 

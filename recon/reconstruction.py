@@ -114,7 +114,6 @@ class Reconstruction:
             scale=xp.asarray(data.scale),
             options=options,
         )
-        self._intensities = [data.intensities]
         self.origin_px = np.asarray(data.origin_px, dtype=np.float64)
         self.seconds = 0.0
         self._stage = 0
@@ -266,12 +265,7 @@ class Reconstruction:
             eng.pad_object((int(before[0]), int(before[1])), (int(after[0]), int(after[1])))
             self.origin_px = self.origin_px + before
             new_pos = new_pos + before
-        all_pos = np.concatenate([to_numpy(eng.corners_px), new_pos])
-        self._intensities.append(inten)
-        stacked = np.concatenate(self._intensities)
-        self._intensities = [stacked]
-        scale = np.concatenate([to_numpy(eng.scale), np.ones(len(inten), np.float32)])
-        eng.set_frames(xp.asarray(stacked), xp.asarray(all_pos), xp.asarray(scale))
+        eng.append_frames(xp.asarray(inten), xp.asarray(new_pos))
         return eng.n_frames
 
     # ------------------------------------------------------------------ output
