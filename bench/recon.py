@@ -1,15 +1,39 @@
-"""Benchmark of the reconstruction engines: seconds per iteration of AP, DM and ML.
+"""Benchmark of the reconstruction engine: seconds per iteration of every algorithm.
 
 Usage::
 
     .venv/bin/python bench/recon.py [--quick] [--backend auto|numpy|cupy] [--repeat 3]
+                                    [--output bench/results/recon.json]
 
 Cases: N = 100, 400, 1600 frames of 128^2 and 256^2 (``--quick``: N = 100, 400 of 128^2),
-plus the reference case of 516 frames of 128^2 whose AP iteration is compared with the
-"two-FFT floor" (a forward and an inverse FFT of the same stack, measured in the same run).
-Writes ``bench/results/recon.json`` and prints a table. Peak memory: tracemalloc peak of the
-case (NumPy registers its buffers with tracemalloc) and the process's max RSS on the CPU; the
-CuPy memory pool's total on the GPU.
+plus the reference case of 516 frames of 128^2 (timed ``max(2 repeat, 8)`` times;
+``max(2 repeat, 3)`` with ``--quick``). Every algorithm of
+:data:`recon.algorithms.ALGORITHMS` (AP, DM, RAAR, EPIE, RPIE, ML) runs on a fresh engine:
+two warm-up iterations, then ``--repeat`` timed iterations, each followed by the "two-FFT
+floor" (one forward and one inverse FFT of a stack of the same shape), so that both see the
+same machine load; the best of each is kept. An algorithm that raises (e.g.
+``NotImplementedError``) is reported as not available and the run goes on. The stacks of the
+small cases partly fit in the CPU's caches, so their bandwidth floor means less.
+
+Two floors per iteration:
+
+* **two-FFT floor**: the time of the two stack FFTs that AP and DM cannot avoid;
+* **bandwidth floor**: the modelled bytes an iteration moves through memory
+  (:func:`bandwidth.iteration_traffic`, documented in ``bench/bandwidth.py``) over the
+  back-end's copy bandwidth, measured at the end of the run (best of ``max(5, repeat)``
+  copies ``a[...] = b`` of 256 MiB; NumPy and a numba parallel copy on the CPU, a
+  device-to-device copy timed with CUDA events on CuPy). In complex64 wave stacks
+  ``S = N K n^2 * 8`` bytes and float32 frame stacks ``F = N n^2 * 4`` bytes read or written
+  per iteration (one chunk, probe updated, without the deviance subset): AP ``9 S + F``
+  (exit waves 1, FFT 2, modulus projection 2 + F, inverse FFT 2, object and probe
+  back-projections 1 each), DM and RAAR ``11 S + F`` (the update reads and writes the
+  iterate too), ML ``20 S + 18 F`` (gradient pass as AP; the line search transforms two
+  direction waves and keeps 5 coefficient stacks), ePIE/rPIE ``23 S + F`` (over one batch's
+  waves, which stay in cache; see ``bench/bandwidth.py``).
+
+Writes the JSON (``--output``) and prints a table. Peak memory: the tracemalloc peak of the
+engine's construction and warm-up iterations (NumPy registers its buffers with tracemalloc)
+and the process's max RSS on the CPU; the growth of the CuPy memory pool on the GPU.
 """
 
 from __future__ import annotations
@@ -22,17 +46,25 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The package ``recon`` before this script's folder (where ``bandwidth`` lives).
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from recon.algorithms import Engine  # noqa: E402
+from bandwidth import copy_bandwidth, iteration_traffic  # noqa: E402
+
+from recon import kernels  # noqa: E402
+from recon.algorithms import ALGORITHMS, Engine  # noqa: E402
 from recon.backend import FFT_WORKERS, fft2c, ifft2c, resolve_backend  # noqa: E402
 from recon.engine_options import EngineOptions  # noqa: E402
+from recon.numba_kernels import num_threads  # noqa: E402
 from recon.operators import PtychoOperator  # noqa: E402
 from recon.probe import ZonePlate, zone_plate_probe  # noqa: E402
+
+REFERENCE = (516, 128)
 
 
 def scan(n_frames: int, n: int, seed: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
@@ -60,78 +92,161 @@ def make_case(n_frames: int, n: int, xp, seed: int = 0):
 
 
 def sync(xp) -> None:
+    """Wait for the GPU's queued work (CuPy); nothing on NumPy."""
     if xp is not np:
         xp.cuda.Device().synchronize()
 
 
-def time_iterations(engine: Engine, name: str, repeat: int) -> float:
-    """Best time of ``repeat`` iterations of ``name`` after two warm-up iterations."""
-    xp = engine.xp
-    for _ in range(2):
-        engine.iterate(name)
-    sync(xp)
-    best = float("inf")
+class PeakMemory:
+    """Peak memory of a block: tracemalloc (NumPy) or the CuPy pool's growth (bytes)."""
+
+    def __init__(self, xp) -> None:
+        self.xp = xp
+        self.pool = None if xp is np else xp.get_default_memory_pool()
+        self.base = 0
+
+    def start(self) -> None:
+        if self.pool is None:
+            tracemalloc.start()
+        else:
+            self.pool.free_all_blocks()
+            self.base = self.pool.used_bytes()
+
+    def stop(self) -> int:
+        if self.pool is None:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            return peak
+        return self.pool.total_bytes() - self.base
+
+
+def two_ffts(stack: Any) -> Any:
+    """One forward and one inverse FFT of the (N, K, n, n) complex64 stack (in place on the
+    CPU); returns the result."""
+    return ifft2c(fft2c(stack, overwrite=True), overwrite=True)
+
+
+def run_algorithm(name: str, data: tuple, xp, repeat: int, floor: dict) -> dict:
+    """Time ``repeat`` iterations of ``name`` alternated with the two-FFT floor.
+
+    ``floor["stack"]`` is the (N, K, n, n) complex64 stack the floor transforms (replaced by
+    the result on CuPy).
+    """
+    inten, pos, probe, shape = data
+    memory = PeakMemory(xp)
+    memory.start()
+    try:
+        engine = Engine(inten, pos, probe, shape, options=EngineOptions(probe_update_start=0))
+        for _ in range(2):
+            engine.iterate(name)
+        sync(xp)
+    except NotImplementedError as exc:
+        memory.stop()
+        return {"available": False, "reason": f"not available (NotImplementedError: {exc})"}
+    except Exception as exc:  # a benchmark reports a broken algorithm and goes on
+        memory.stop()
+        return {"available": False, "reason": f"failed ({type(exc).__name__}: {exc})"}
+    peak = memory.stop()
+    seconds = fft = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         engine.iterate(name)
         sync(xp)
-        best = min(best, time.perf_counter() - t0)
-    return best
+        seconds = min(seconds, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        floor["stack"] = two_ffts(floor["stack"])
+        sync(xp)
+        fft = min(fft, time.perf_counter() - t0)
+    traffic = iteration_traffic(
+        name,
+        engine.n_frames,
+        engine.n_modes,
+        engine.frame_shape,
+        len(engine.chunks),
+        engine.deviance_every,
+        engine.update_probe_now(),
+    )
+    return {
+        "available": True,
+        "seconds_per_iteration": seconds,
+        "two_fft_floor_s": fft,
+        "over_two_fft_floor": seconds / fft,
+        "bytes_per_iteration": traffic["bytes"],
+        "traffic": traffic,
+        "peak_memory_mb": peak / 2**20,
+        "subpixel_bins": int(engine.shifts.shape[0]),
+        "chunks": len(engine.chunks),
+    }
 
 
 def run_case(n_frames: int, n: int, xp, repeat: int) -> dict:
-    inten, pos, probe, shape = make_case(n_frames, n, xp)
-    opts = EngineOptions(probe_update_start=0)
-    out: dict = {"frames": n_frames, "frame_size": n, "object_shape": list(shape)}
-    for name in ("AP", "DM", "ML"):
-        if xp is np:
-            tracemalloc.start()
-        else:
-            xp.get_default_memory_pool().free_all_blocks()
-        engine = Engine(inten, pos, probe, shape, options=opts)
-        seconds = time_iterations(engine, name, repeat)
-        if xp is np:
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-        else:
-            peak = xp.get_default_memory_pool().total_bytes()
-        out[name] = {"seconds_per_iteration": seconds, "peak_memory_mb": peak / 2**20}
-        out["subpixel_bins"] = int(engine.shifts.shape[0])
-        del engine
+    """Every algorithm on N = ``n_frames`` frames of ``n``^2."""
+    data = make_case(n_frames, n, xp)
+    floor = {"stack": xp.ones((n_frames, data[2].shape[0], n, n), np.complex64)}
+    out: dict = {"frames": n_frames, "frame_size": n, "object_shape": list(data[3])}
+    for name in ALGORITHMS:
+        out[name] = row = run_algorithm(name, data, xp, repeat, floor)
+        text = (
+            f"{row['seconds_per_iteration']:.3f} s/it, {row['over_two_fft_floor']:.2f} x "
+            f"two-FFT floor"
+            if row["available"]
+            else row["reason"]
+        )
+        print(f"  N={n_frames} {n}^2 {name:5s} {text}", flush=True)
+    out["algorithms"] = list(ALGORITHMS)
     out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
-def reference(xp, repeat: int) -> dict:
-    """516 x 128^2: AP iterations and the two-FFT floor timed alternately (best of each), so
-    that both see the same machine load."""
-    inten, pos, probe, shape = make_case(516, 128, xp)
-    engine = Engine(inten, pos, probe, shape, options=EngineOptions(probe_update_start=0))
-    for _ in range(2):
-        engine.iterate("AP")
-    a = xp.ones((516, 1, 128, 128), np.complex64)
-    ap = floor = float("inf")
-    for _ in range(repeat):
-        sync(xp)
-        t0 = time.perf_counter()
-        engine.iterate("AP")
-        sync(xp)
-        ap = min(ap, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        a = ifft2c(fft2c(a, overwrite=True), overwrite=True)
-        sync(xp)
-        floor = min(floor, time.perf_counter() - t0)
-    return {"ap_seconds": ap, "two_fft_floor_s": floor, "ap_over_floor": ap / floor}
+def add_bandwidth_floor(case: dict, bytes_per_second: float) -> None:
+    """Add ``bandwidth_floor_s`` and ``over_bandwidth_floor`` to the case's algorithms."""
+    for name in case["algorithms"]:
+        row = case[name]
+        if row["available"]:
+            row["bandwidth_floor_s"] = row["bytes_per_iteration"] / bytes_per_second
+            row["over_bandwidth_floor"] = row["seconds_per_iteration"] / row["bandwidth_floor_s"]
+
+
+def table(cases: list[dict]) -> str:
+    """The short text table of all cases and algorithms."""
+    lines = [
+        f"{'frames':>6} {'n':>4} {'alg':5} {'s/it':>8} {'/2FFT':>6} {'MB/it':>7} "
+        f"{'BW floor s':>10} {'/BW':>6} {'peak MB':>8}"
+    ]
+    for c in cases:
+        for name in c["algorithms"]:
+            r = c[name]
+            head = f"{c['frames']:6d} {c['frame_size']:4d} {name:5}"
+            if not r["available"]:
+                lines.append(f"{head} {r['reason']}")
+                continue
+            lines.append(
+                f"{head} {r['seconds_per_iteration']:8.3f} {r['over_two_fft_floor']:6.2f} "
+                f"{r['bytes_per_iteration'] / 1e6:7.0f} {r['bandwidth_floor_s']:10.4f} "
+                f"{r['over_bandwidth_floor']:6.1f} {r['peak_memory_mb']:8.0f}"
+            )
+    return "\n".join(lines)
+
+
+def device_name(xp) -> str:
+    """The processor (NumPy) or the GPU's name (CuPy)."""
+    if xp is np:
+        return platform.processor() or platform.machine()
+    name = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="N = 100, 400 of 128^2 only")
-    ap.add_argument("--backend", default="auto", help="auto, numpy or cupy")
-    ap.add_argument("--repeat", type=int, default=3, help="timed iterations per algorithm")
-    ap.add_argument("--output", default=str(ROOT / "bench" / "results" / "recon.json"))
-    args = ap.parse_args(argv)
-    xp = resolve_backend(args.backend)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N = 100, 400 of 128^2 only")
+    parser.add_argument("--backend", default="auto", help="auto, numpy or cupy")
+    parser.add_argument("--repeat", type=int, default=3, help="timed iterations per algorithm")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "recon.json"))
+    args = parser.parse_args(argv)
+    try:
+        xp = resolve_backend(args.backend)
+    except ValueError as exc:
+        parser.exit(2, f"bench/recon.py: error: {exc}\n")
     backend = "numpy" if xp is np else "cupy"
     sizes = (
         [(100, 128), (400, 128)]
@@ -139,32 +254,40 @@ def main(argv: list[str] | None = None) -> dict:
         else [(100, 128), (400, 128), (1600, 128), (100, 256), (400, 256), (1600, 256)]
     )
     cases = []
-    for n_frames, n in sizes:
-        cases.append(run_case(n_frames, n, xp, args.repeat))
-        c = cases[-1]
+    for n_frames, n in [*sizes, REFERENCE]:
+        least = 3 if args.quick else 8
+        repeat = max(2 * args.repeat, least) if (n_frames, n) == REFERENCE else args.repeat
+        cases.append(run_case(n_frames, n, xp, max(1, repeat)))
+    bw = copy_bandwidth(xp, 2**28, max(5, args.repeat))
+    for case in cases:
+        add_bandwidth_floor(case, bw["bytes_per_second"])
+    methods = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in bw.items() if k != "copy_bytes")
+    print(f"\nbackend {backend} ({device_name(xp)}); copy bandwidth GB/s: {methods}")
+    print(table(cases))
+    ref = cases[-1]
+    if ref["AP"]["available"]:
+        ap = ref["AP"]
         print(
-            f"N={n_frames:5d} {n:4d}^2  AP {c['AP']['seconds_per_iteration']:7.3f} s  "
-            f"DM {c['DM']['seconds_per_iteration']:7.3f} s  "
-            f"ML {c['ML']['seconds_per_iteration']:7.3f} s  "
-            f"peak {max(c[a]['peak_memory_mb'] for a in ('AP', 'DM', 'ML')):7.0f} MB",
-            flush=True,
+            f"reference {REFERENCE[0]} x {REFERENCE[1]}^2: AP {ap['seconds_per_iteration']:.3f} s"
+            f" = {ap['over_two_fft_floor']:.2f} x two-FFT floor ({ap['two_fft_floor_s']:.3f} s)"
         )
-    ref = run_case(516, 128, xp, args.repeat)
-    pair = reference(xp, max(2 * args.repeat, 8))
-    print(
-        f"N=  516  128^2  AP {pair['ap_seconds']:7.3f} s  "
-        f"2-FFT floor {pair['two_fft_floor_s']:.3f} s  ratio {pair['ap_over_floor']:.2f}  "
-        f"(DM {ref['DM']['seconds_per_iteration']:.3f} s, "
-        f"ML {ref['ML']['seconds_per_iteration']:.3f} s)"
-    )
     result = {
         "backend": backend,
+        "device": device_name(xp),
         "fft_workers": FFT_WORKERS,
+        "numba_kernels": kernels.numba_enabled(xp),
+        "numba_threads": num_threads(),
         "machine": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "bandwidth": bw,
         "cases": cases,
-        "reference_516x128": {**ref, **pair},
+        "reference_516x128": {
+            **ref,
+            "ap_seconds": ref["AP"].get("seconds_per_iteration"),
+            "two_fft_floor_s": ref["AP"].get("two_fft_floor_s"),
+            "ap_over_floor": ref["AP"].get("over_two_fft_floor"),
+        },
         "command": "bench/recon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     path = Path(args.output)

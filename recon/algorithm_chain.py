@@ -26,6 +26,28 @@ GUARDED = ("DM", "RAAR")
 _STEP = re.compile(r"^\s*([A-Za-z]+)\s*(?:\*\*\s*(\d+))?\s*$")
 
 
+#: The chain chosen from the data (:mod:`recon.auto_chain`).
+AUTO = "auto"
+
+
+def is_auto(text: str | None) -> bool:
+    """True for ``"auto"`` (any case, spaces around)."""
+    return (text or "").strip().lower() == AUTO
+
+
+def check_algorithm(text: str) -> str:
+    """``text`` when it is ``"auto"`` or a chain :func:`parse_algorithm` accepts.
+
+    Raises
+    ------
+    ValueError
+        With one line saying what is wrong.
+    """
+    if not is_auto(text):
+        parse_algorithm(text)
+    return text
+
+
 def parse_algorithm(text: str) -> list[tuple[str, int]]:
     """Parse a chain such as ``"AP**150,ML**50"`` into ``[("AP", 150), ("ML", 50)]``.
 
@@ -37,6 +59,8 @@ def parse_algorithm(text: str) -> list[tuple[str, int]]:
     ValueError
         For an empty chain, an unknown algorithm or a zero count.
     """
+    if is_auto(text):
+        raise ValueError("'auto' is a chain chosen from the data: see recon.auto_chain")
     parts = [p for p in re.split(r"[,;]", text or "") if p.strip()]
     if not parts:
         raise ValueError(f"empty algorithm string {text!r}: use e.g. 'AP**150,ML**50'")

@@ -235,52 +235,40 @@ def fourier_project(
 def ml_gradient_fourier(
     wave: Any, inten: Any, good: Any, bg: Any, scale: Any, deviance_every: int = 1, j0: int = 0
 ) -> float:
-    """Replace ``wave`` by ``scale (1 - I / M) wave`` (0 on masked pixels), in place.
-
-    This is the Fourier-space factor of the gradient of the Poisson negative log-likelihood
-    ``L = sum (M - I ln M)``, ``M = scale sum_k |wave_k|^2 + bg``.
+    """Poisson ML gradient factor in place: ``wave <- scale (1 - I / M) wave`` (0 on masked
+    pixels); :func:`recon.ml_kernels.ml_gradient` with the noise models.
 
     Returns
     -------
     deviance : Poisson deviance of the model before the change (see :func:`fourier_project`)
     """
-    xp = get_xp(wave)
-    if numba_enabled(xp):
-        args = _numba_args(wave, inten, good, bg)
-        dev = _numba_deviance(args, scale, deviance_every, j0)
-        nbk.ml_weight(*args, scale)
-        return dev
-    mod, dev = _model_and_deviance(wave, inten, good, bg, scale, deviance_every, j0)
-    w = xp.where(good, scale[:, None, None] * (1 - inten / mod), 0).astype(np.float32)
-    wave *= w[:, None]
-    return dev
+    from recon.ml_kernels import ml_gradient
+
+    return ml_gradient(wave, inten, good, bg, scale, "poisson", deviance_every, j0)
 
 
 def ml_line_sums(
-    wave0: Any, dwave: Any, inten: Any, good: Any, bg: Any, scale: Any
+    wave0: Any,
+    dwave: Any,
+    inten: Any,
+    good: Any,
+    bg: Any,
+    scale: Any,
+    wave2: Any = None,
+    noise_model: str = "poisson",
 ) -> tuple[float, float]:
-    """First and second derivatives of ``L(g) = sum M - I ln M`` along ``wave0 + g dwave``.
+    """First and second derivatives of the ML objective along ``wave0 + g dwave + g^2 wave2``
+    (see :mod:`recon.ml_kernels`).
 
     Returns
     -------
     (dL/dg, d2L/dg2) at ``g = 0``, summed over good pixels of all frames.
     """
-    xp = get_xp(wave0)
-    if numba_enabled(xp):
-        flat, inten2, keep, b = _numba_args(wave0, inten, good, bg)
-        out = np.zeros((flat.shape[0], 2), np.float64)
-        nbk.ml_line(flat, _flat(dwave), inten2, keep, b, scale, out)
-        return float(out[:, 0].sum()), float(out[:, 1].sum())
-    s = scale[:, None, None]
-    a2 = (wave0.real**2 + wave0.imag**2).sum(axis=1)
-    c = (wave0.real * dwave.real + wave0.imag * dwave.imag).sum(axis=1)
-    b2 = (dwave.real**2 + dwave.imag**2).sum(axis=1)
-    mod = xp.maximum(s * a2 + bg, TINY)
-    r = inten / mod
-    a = 2 * s * c
-    d1 = xp.where(good, a * (1 - r), 0).sum(dtype=np.float64)
-    d2 = xp.where(good, 2 * s * b2 * (1 - r) + a * a * r / mod, 0).sum(dtype=np.float64)
-    return float(d1), float(d2)
+    from recon.ml_kernels import ml_line_coefficients, ml_line_values
+
+    coef = ml_line_coefficients(wave0, dwave, wave2)
+    _, d1, d2, _ = ml_line_values(coef, 0.0, inten, good, bg, scale, noise_model)
+    return d1, d2
 
 
 def _scatter_add(xp: ModuleType, out: Any, flat: Any, values: Any) -> None:

@@ -1,10 +1,25 @@
-"""One Poisson maximum-likelihood iteration of the engine (Thibault & Guizar-Sicairos,
-*New J. Phys.* 14, 063004 (2012), doi:10.1088/1367-2630/14/6/063004).
+"""One maximum-likelihood iteration of the engine (Thibault & Guizar-Sicairos, *New J. Phys.*
+14, 063004 (2012), doi:10.1088/1367-2630/14/6/063004).
 
-Preconditioned nonlinear conjugate gradient (Polak-Ribiere) on the negative Poisson
-log-likelihood ``L = sum (M - I ln M)`` of object and probe, with a quadratic smoothness
-penalty ``mu |D O|^2`` on the object (``D``: forward differences). The step length is a Newton
-step on ``L`` along the search direction (second-order expansion, as in that paper).
+Preconditioned nonlinear conjugate gradient (Polak-Ribiere, restarted when ``beta < 0``) on
+the negative log-likelihood of object and probe plus a quadratic smoothness penalty ``mu |D
+O|^2`` on the object (``D``: forward differences). The likelihood is Poisson, ``L = sum (M - I
+ln M)``, or Gaussian on the amplitudes, ``L = sum (sqrt M - sqrt I)^2``
+(:attr:`EngineOptions.noise_model`; :mod:`recon.ml_kernels`).
+
+Every accepted step lowers the objective: the step starts at the Newton step of the exact
+second-order expansion along the line (the ``dP dO`` term of the exit waves included) and is
+shortened until the exact objective decreases enough (:mod:`recon.ml_line_search`). When the
+conjugate direction finds no decrease the iteration retries along the preconditioned steepest
+descent; when that fails too the state is left unchanged. The probe modes are orthogonalised
+every :attr:`EngineOptions.ml_orthogonalize_every` iterations and the object amplitude is
+clipped to :attr:`EngineOptions.max_object_amplitude` (when set) after the step; both restart
+or perturb the conjugate directions, and neither is part of the descent guarantee.
+
+The engine keeps the search history in ``engine.ml_state`` (a dict: ``mu`` and, after an
+iteration, ``d_o``, ``d_p``, ``z_o``, ``z_p``, ``gz``, ``probe_on``, ``objective``, ``step``);
+any of the direction keys may be missing (e.g. after a position refinement), which restarts
+along the steepest descent.
 """
 
 from __future__ import annotations
@@ -16,25 +31,19 @@ import numpy as np
 
 from recon import kernels
 from recon.backend import fft2c, ifft2c
+from recon.ml_kernels import is_gaussian, ml_gradient
+from recon.ml_line_search import SearchLine, backtrack, forward_differences, real_dot
 from recon.operators import unshift_sum
+from recon.probe_modes import orthogonalize_modes
 
 if TYPE_CHECKING:  # pragma: no cover
     from recon.algorithms import Engine
 
+import os
 
-def forward_differences(a: Any) -> tuple[Any, Any]:
-    """Non-periodic forward differences of a 2-D array along rows and columns.
-
-    Parameters
-    ----------
-    a : (H, W) array (any dtype)
-
-    Returns
-    -------
-    dy : (H - 1, W) ``a[i + 1, j] - a[i, j]``
-    dx : (H, W - 1) ``a[i, j + 1] - a[i, j]``
-    """
-    return a[1:, :] - a[:-1, :], a[:, 1:] - a[:, :-1]
+SWITCH = float(os.environ["MLSWITCH"]) if "MLSWITCH" in os.environ else None
+LOG = []
+__all__ = ["difference_normal", "forward_differences", "ml_iteration", "real_dot"]
 
 
 def difference_normal(xp: ModuleType, a: Any) -> Any:
@@ -51,94 +60,141 @@ def difference_normal(xp: ModuleType, a: Any) -> Any:
     return out
 
 
-def real_dot(xp: ModuleType, a: Any, b: Any) -> float:
-    """Real part of the inner product ``<a, b> = sum conj(a) b``."""
-    return float(xp.vdot(a.ravel(), b.ravel()).real)
-
-
 def ml_iteration(engine: Engine) -> float:
     """One conjugate-gradient iteration on ``engine``'s object (and probe, when due).
 
     Returns
     -------
-    normalised Poisson deviance of the model before the step (what the engine records)
+    normalised Poisson deviance of the model at the start of the iteration (what the engine
+    records, whatever the noise model)
+
+    Raises
+    ------
+    ValueError
+        for an unknown :attr:`EngineOptions.noise_model`
     """
     xp = engine.xp
+    noise_model = engine.opts.noise_model
+    is_gaussian(noise_model)
     update_probe = engine.update_probe_now()
     probes = engine.shifted_probes()
-    g_o = xp.zeros(engine.obj_shape, np.complex64)
-    g_pb = xp.zeros(probes.shape, np.complex64)
-    den_p = xp.zeros((probes.shape[0], *engine.frame_shape), np.float32)
-    deviance = 0.0
-    for sl, geom in engine.chunks:
-        w = engine.buffer(sl.stop - sl.start)
-        kernels.exit_waves(engine.obj, probes, geom, w)
-        w = fft2c(w, overwrite=True)
-        deviance += kernels.ml_gradient_fourier(
-            w, *engine.frame_data(sl), engine.deviance_every, sl.start
-        )
-        w = ifft2c(w, overwrite=True)
-        kernels.backproject_object(w, probes, geom, g_o)
-        kernels.backproject_probe(w, engine.obj, geom, g_pb, den_p)
-    illum = engine.illumination()
-    if engine.ml_state is None:
-        lit = illum > 0.1 * illum.max()
-        mu = engine.opts.ml_smoothing * float(xp.median(illum[lit])) if bool(lit.any()) else 0
-        engine.ml_state = {"mu": mu}
-    st = engine.ml_state
+    st = _state(engine)
+    metric = st.setdefault("metric", noise_model if SWITCH is None else "gaussian")
+    deviance, g_o, g_p, den_p, f0 = _gradient(engine, probes, update_probe, metric)
     mu = st["mu"]
     if mu > 0:
         g_o += np.float32(mu) * difference_normal(xp, engine.obj)
-    lam_o = np.float32(1e-3 * float(illum.max()) + 1e-12)
-    z_o = g_o / (illum + lam_o)
+    illum = engine.illumination()
+    z_o = g_o / (illum + np.float32(1e-3 * float(illum.max()) + 1e-12))
+    z_p = None
     if update_probe:
-        g_p = unshift_sum(g_pb, engine.shifts, engine.unramps)
         den = engine.probe_denominator(den_p)
-        lam_p = np.float32(1e-3 * float(den.max()) + 1e-12)
-        z_p = g_p / (den + lam_p)
-    else:
-        g_p = xp.zeros_like(engine.probe)
-        z_p = g_p
+        z_p = g_p / (den + np.float32(1e-3 * float(den.max()) + 1e-12))
     gz = real_dot(xp, g_o, z_o) + real_dot(xp, g_p, z_p)
-    if "d_o" in st and st["gz"] > 0:
-        beta = (gz - real_dot(xp, g_o, st["z_o"]) - real_dot(xp, g_p, st["z_p"])) / st["gz"]
+    beta = 0.0
+    restart = "d_o" not in st or st.get("probe_on") != update_probe or st.get("gz", 0) <= 0
+    restart = restart or st.get("last_metric") != metric
+    if not restart:
+        beta = (gz - real_dot(xp, g_o, st["z_o"]) - real_dot(xp, g_p, st.get("z_p"))) / st["gz"]
         beta = max(0.0, beta)
-    else:
-        beta = 0.0
-    d_o = -z_o + np.float32(beta) * st["d_o"] if beta else -z_o
-    d_p = -z_p + np.float32(beta) * st["d_p"] if beta else -z_p
-    st.update(z_o=z_o, z_p=z_p, gz=gz, d_o=d_o, d_p=d_p)
-    gamma = _newton_step(engine, probes, d_o, d_p, mu)
-    if gamma == 0.0:  # not a descent direction: restart along the steepest descent next time
+    d_o, d_p = _direction(z_o, z_p, st, beta)
+    if beta and real_dot(xp, g_o, d_o) + real_dot(xp, g_p, d_p) >= 0:
+        beta = 0.0  # not a descent direction: steepest descent instead
+        d_o, d_p = _direction(z_o, z_p, st, beta)
+    while True:
+        line = SearchLine(engine, probes, d_o, d_p, mu, f0)
+        gamma, _ = backtrack(line.value, line.phi0, line.slope, line.newton_step())
+        if gamma > 0 or beta == 0:
+            break
+        beta = 0.0  # safeguarded restart along the preconditioned steepest descent
+        d_o, d_p = _direction(z_o, z_p, st, beta)
+    st.update(z_o=z_o, z_p=z_p, gz=gz, d_o=d_o, d_p=d_p, probe_on=update_probe)
+    st.update(objective=line.phi0, step=gamma, last_metric=metric)
+    rel = (line.phi0 - _) / line.phi0
+    LOG.append((engine.iteration, metric, rel, gamma, beta))
+    if metric != noise_model and (gamma == 0 or rel < SWITCH):
+        st["metric"] = noise_model
+    if gamma > 0:
+        _take_step(engine, gamma, d_o, d_p)
+    else:  # no decrease along either direction: keep the state, restart next time
         st.pop("d_o", None)
-    engine.obj = (engine.obj + np.float32(gamma) * d_o).astype(np.complex64)
-    if update_probe and gamma:
-        engine.probe = (engine.probe + np.float32(gamma) * d_p).astype(np.complex64)
-        engine.invalidate_probe()
     return engine.record("ML", deviance)
 
 
-def _newton_step(engine: Engine, probes: Any, d_o: Any, d_p: Any, mu: float) -> float:
-    """Newton step ``-L'/L''`` on ``L(O + g dO, P + g dP)`` with linearised waves; 0 when the
-    direction does not descend."""
+def _state(engine: Engine) -> dict:
+    """``engine.ml_state``, created (with the smoothing weight ``mu``) when missing."""
+    st = engine.ml_state if engine.ml_state is not None else {}
+    if "mu" not in st:
+        xp = engine.xp
+        illum = engine.illumination()
+        lit = illum > 0.1 * illum.max()
+        med = float(xp.median(illum[lit])) if bool(lit.any()) else 0.0
+        st["mu"] = engine.opts.ml_smoothing * med
+    engine.ml_state = st
+    return st
+
+
+def _direction(z_o: Any, z_p: Any, st: dict, beta: float) -> tuple[Any, Any]:
+    """Search direction ``-z + beta d_previous`` of object and probe (probe None if fixed)."""
+    if not beta:
+        return -z_o, None if z_p is None else -z_p
+    b = np.float32(beta)
+    d_p = None if z_p is None else -z_p + b * st["d_p"]
+    return -z_o + b * st["d_o"], d_p
+
+
+def _gradient(engine: Engine, probes: Any, update_probe: bool, noise_model: str) -> tuple:
+    """Gradients of the data term (Wirtinger, ``dL/dconj``) and the model's deviance.
+
+    Returns
+    -------
+    deviance : unnormalised Poisson deviance of the frames the engine records
+    g_o : (H, W) complex64 object gradient
+    g_p : (K, n, n) complex64 probe gradient, or None when ``update_probe`` is False
+    den_p : (B, n, n) float32 ``sum |O|^2`` per shift bin (probe preconditioner), or None
+    f0 : (N, K, n, n) complex64 Fourier exit waves when all frames are one chunk, else None
+    """
     xp = engine.xp
-    d_probes = engine.shift_probe_modes(d_p)
-    d1 = d2 = 0.0
+    one_chunk = len(engine.chunks) == 1
+    g_o = xp.zeros(engine.obj_shape, np.complex64)
+    g_pb = den_p = None
+    if update_probe:
+        g_pb = xp.zeros(probes.shape, np.complex64)
+        den_p = xp.zeros((probes.shape[0], *engine.frame_shape), np.float32)
+    deviance = 0.0
+    f0 = None
     for sl, geom in engine.chunks:
         m = sl.stop - sl.start
-        w0 = engine.buffer(m, 0)
-        dw = engine.buffer(m, 1)
-        kernels.exit_waves(engine.obj, probes, geom, w0)
-        kernels.exit_waves(engine.obj, d_probes, geom, dw)
-        kernels.exit_waves(d_o, probes, geom, dw, accumulate=True)
-        w0 = fft2c(w0, overwrite=True)
-        dw = fft2c(dw, overwrite=True)
-        a, b = kernels.ml_line_sums(w0, dw, *engine.frame_data(sl))
-        d1 += a
-        d2 += b
-    if mu > 0:
-        gy, gx = forward_differences(engine.obj)
-        hy, hx = forward_differences(d_o)
-        d1 += 2 * mu * (real_dot(xp, gy, hy) + real_dot(xp, gx, hx))
-        d2 += 2 * mu * (real_dot(xp, hy, hy) + real_dot(xp, hx, hx))
-    return -d1 / d2 if d2 > 0 and d1 < 0 else 0.0
+        w = engine.buffer(m, 0)
+        kernels.exit_waves(engine.obj, probes, geom, w)
+        f0 = fft2c(w, overwrite=True)
+        grad = engine.buffer(m, 1) if one_chunk else f0  # keep f0 for the line search
+        deviance += ml_gradient(
+            f0, *engine.frame_data(sl), noise_model, engine.deviance_every, sl.start, out=grad
+        )
+        grad = ifft2c(grad, overwrite=True)
+        kernels.backproject_object(grad, probes, geom, g_o)
+        if update_probe:
+            kernels.backproject_probe(grad, engine.obj, geom, g_pb, den_p)
+    g_p = None if g_pb is None else unshift_sum(g_pb, engine.shifts, engine.unramps)
+    return deviance, g_o, g_p, den_p, f0 if one_chunk else None
+
+
+def _take_step(engine: Engine, gamma: float, d_o: Any, d_p: Any) -> None:
+    """Move along the accepted step, then clip the object amplitude and orthogonalise the
+    probe modes when due (which restarts the conjugate directions)."""
+    xp = engine.xp
+    g = np.float32(gamma)
+    engine.obj = (engine.obj + g * d_o).astype(np.complex64)
+    amax = engine.opts.max_object_amplitude
+    if amax is not None:
+        amp = xp.abs(engine.obj)
+        engine.obj *= xp.minimum(1, amax / xp.maximum(amp, 1e-12)).astype(np.float32)
+    if d_p is None:
+        return
+    engine.probe = (engine.probe + g * d_p).astype(np.complex64)
+    every = engine.opts.ml_orthogonalize_every
+    if engine.n_modes > 1 and every > 0 and (engine.iteration + 1) % every == 0:
+        engine.probe = xp.ascontiguousarray(orthogonalize_modes(engine.probe))
+        engine.ml_state.pop("d_o", None)
+    engine.invalidate_probe()

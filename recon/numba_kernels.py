@@ -189,49 +189,29 @@ if AVAILABLE:
                     wrow[x] = q
 
     @_parallel
-    def ml_weight(wave, inten, keep, bg, scale):  # pragma: no cover
-        """wave *= keep scale (1 - I / M): Fourier factor of the Poisson gradient."""
+    def ml_weight(wave, inten, keep, bg, scale, gaussian, out):  # pragma: no cover
+        """out = keep scale dL/dM wave: Fourier factor of the ML gradient (out may be wave).
+
+        ``dL/dM`` is ``1 - I / M`` (Poisson) or ``1 - sqrt(I / M)`` (``gaussian``: amplitude
+        least squares).
+        """
         m, kk, p = wave.shape
         one = np.float32(1.0)
         for j in _prange(m):
             f = np.empty(p, np.float32)
             s = scale[j]
             _model(wave, j, bg, s, f)
-            for x in range(p):
-                f[x] = keep[x] * s * (one - inten[j, x] / f[x])
-            _scale_modes(wave, j, f)
-
-    @_parallel
-    def ml_line(wave0, dwave, inten, keep, bg, scale, out):  # pragma: no cover
-        """out[j] = (dL/dg, d2L/dg2) of frame j along wave0 + g dwave."""
-        m, kk, p = wave0.shape
-        tiny = np.float32(1e-12)
-        two = np.float32(2.0)
-        for j in _prange(m):
-            a2 = np.zeros(p, np.float32)
-            c = np.zeros(p, np.float32)
-            b2 = np.zeros(p, np.float32)
-            for k in range(kk):
-                vrow = wave0[j, k]
-                drow = dwave[j, k]
+            if gaussian:
                 for x in range(p):
-                    v = vrow[x]
-                    d = drow[x]
-                    a2[x] += v.real * v.real + v.imag * v.imag
-                    c[x] += v.real * d.real + v.imag * d.imag
-                    b2[x] += d.real * d.real + d.imag * d.imag
-            s = scale[j]
-            d1 = 0.0
-            d2 = 0.0
-            for x in range(p):
-                mm = max(s * a2[x] + bg[x], tiny)
-                r = inten[j, x] / mm
-                a = two * s * c[x]
-                kp = keep[x]
-                d1 += kp * a * (1 - r)
-                d2 += kp * (two * s * b2[x] * (1 - r) + a * a * r / mm)
-            out[j, 0] = d1
-            out[j, 1] = d2
+                    f[x] = keep[x] * s * (one - np.sqrt(inten[j, x] / f[x]))
+            else:
+                for x in range(p):
+                    f[x] = keep[x] * s * (one - inten[j, x] / f[x])
+            for k in range(kk):
+                wrow = wave[j, k]
+                orow = out[j, k]
+                for x in range(p):
+                    orow[x] = f[x] * wrow[x]
 
     @_parallel
     def backproject_object(
@@ -299,3 +279,101 @@ if AVAILABLE:
                     wrow = wave[j, k, y]
                     for x in range(nx):
                         nrow[x] += orow[x].conjugate() * wrow[x]
+
+    # ---------------------------------------------------------------- ML line search
+    @_helper
+    def _ml_pixel(i, m, gaussian):  # pragma: no cover
+        """(objective, dL/dM, d2L/dM2) of one pixel with photons i and model m.
+
+        Poisson: the half deviance ``m - i + i ln(i / m)``; ``gaussian``: ``(sqrt m -
+        sqrt i)^2``.
+        """
+        one = np.float32(1.0)
+        if gaussian:
+            q = np.sqrt(i / m)
+            d = np.sqrt(m) - np.sqrt(i)
+            return d * d, one - q, np.float32(0.5) * q / m
+        r = i / m
+        return m - i + i * np.log(r + np.float32(1e-30)), one - r, r / m
+
+    @_parallel
+    def ml_line_coefficients(f0, f1, f2, coef):  # pragma: no cover
+        """coef[t, j, x]: coefficient of g^t of sum_k |f0 + g f1 + g^2 f2|^2 at (j, x).
+
+        ``coef`` is (T, M, P) float32 with T = 1 (f0 only), 3 (f0, f1) or 5 (all three);
+        the waves a smaller T leaves out are not read (pass any array).
+        """
+        nc = coef.shape[0]
+        m, kk, p = f0.shape
+        two = np.float32(2.0)
+        for j in _prange(m):
+            for t in range(nc):
+                for x in range(p):
+                    coef[t, j, x] = np.float32(0.0)
+            c0 = coef[0, j]
+            for k in range(kk):
+                arow = f0[j, k]
+                if nc == 1:
+                    for x in range(p):
+                        a = arow[x]
+                        c0[x] += a.real * a.real + a.imag * a.imag
+                    continue
+                brow = f1[j, k]
+                c1 = coef[1, j]
+                c2 = coef[2, j]
+                for x in range(p):
+                    a = arow[x]
+                    b = brow[x]
+                    c0[x] += a.real * a.real + a.imag * a.imag
+                    c1[x] += two * (a.real * b.real + a.imag * b.imag)
+                    c2[x] += b.real * b.real + b.imag * b.imag
+                if nc == 5:
+                    crow = f2[j, k]
+                    c3 = coef[3, j]
+                    c4 = coef[4, j]
+                    for x in range(p):
+                        a = arow[x]
+                        b = brow[x]
+                        c = crow[x]
+                        c2[x] += two * (a.real * c.real + a.imag * c.imag)
+                        c3[x] += two * (b.real * c.real + b.imag * c.imag)
+                        c4[x] += c.real * c.real + c.imag * c.imag
+
+    @_parallel
+    def ml_line_values(coef, g, inten, keep, bg, scale, gaussian, out):  # pragma: no cover
+        """out[j] = (L, dL/dg, d2L/dg2, Gauss-Newton part of d2L/dg2) of frame j at g.
+
+        The model is ``M(g) = max(scale (sum_t coef[t] g^t) + bg, 1e-12)`` (coefficients
+        of :func:`ml_line_coefficients`); ``L`` as in :func:`_ml_pixel`.
+        """
+        nc, m, p = coef.shape
+        gg = np.float32(g)
+        zero = np.float32(0.0)
+        two = np.float32(2.0)
+        tiny = np.float32(1e-12)
+        for j in _prange(m):
+            s = scale[j]
+            acc = 0.0
+            d1 = 0.0
+            d2 = 0.0
+            gn = 0.0
+            for x in range(p):
+                q = zero
+                dq = zero
+                ddq = zero
+                for t in range(nc - 1, -1, -1):  # Horner with first and second derivatives
+                    ddq = ddq * gg + two * dq
+                    dq = dq * gg + q
+                    q = q * gg + coef[t, j, x]
+                mm = max(s * q + bg[x], tiny)
+                val, f1, f2 = _ml_pixel(inten[j, x], mm, gaussian)
+                kp = keep[x]
+                dm = s * dq
+                acc += kp * val
+                d1 += kp * f1 * dm
+                gn += kp * f2 * dm * dm
+                d2 += kp * f1 * s * ddq
+            out[j, 0] = acc
+            out[j, 1] = d1
+            out[j, 2] = d2 + gn
+            out[j, 3] = gn

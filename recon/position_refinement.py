@@ -7,7 +7,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from recon import kernels
-from recon.backend import fft2c, ifft2c
+from recon.backend import fft2c, get_xp, ifft2c
 
 if TYPE_CHECKING:  # pragma: no cover
     from recon.algorithms import Engine
@@ -64,11 +64,34 @@ def corner_shifts(engine: Engine) -> Any:
     return xp.concatenate(deltas)
 
 
+def affine_part(positions: Any, delta: Any) -> Any:
+    """(N, 2) least-squares fit ``A p + b`` of shifts ``delta`` over positions ``p``.
+
+    Parameters
+    ----------
+    positions : (N, 2) float positions (pixels)
+    delta : (N, 2) float shifts
+
+    Returns
+    -------
+    (N, 2) the affine part of ``delta`` (its mean alone when there are fewer than 4 frames)
+    """
+    xp = get_xp(delta)
+    if delta.shape[0] < 4:
+        return xp.broadcast_to(delta.mean(axis=0), delta.shape)
+    centred = positions - positions.mean(axis=0)
+    design = xp.concatenate([centred, xp.ones((delta.shape[0], 1), delta.dtype)], axis=1)
+    coef = xp.linalg.lstsq(design, delta, rcond=None)[0]
+    return design @ coef
+
+
 def refine_corners(engine: Engine) -> float:
     """One gradient-based update of all patch corners of ``engine``, in place.
 
-    The shifts of :func:`corner_shifts` are clipped to ``position_max_step``, their mean is
-    removed so that the object does not drift, and the corners are kept inside the object.
+    The shifts of :func:`corner_shifts` are clipped to ``position_max_step``; their affine
+    part (mean, scale, rotation, shear: a least-squares fit ``delta ~ A p + b`` over the
+    nominal positions ``p``) is removed, so that the object neither drifts nor stretches with
+    a probe model of the wrong size, and the corners are kept inside the object.
 
     Returns
     -------
@@ -77,7 +100,7 @@ def refine_corners(engine: Engine) -> float:
     xp = engine.xp
     step = engine.opts.position_max_step
     delta = xp.clip(xp.nan_to_num(corner_shifts(engine)), -step, step)
-    delta -= delta.mean(axis=0)
+    delta -= affine_part(engine.corners_px, delta)
     ny, nx = engine.frame_shape
     new = engine.corners_px + delta
     new[:, 0] = xp.clip(new[:, 0], 0, engine.obj_shape[0] - ny - 1)

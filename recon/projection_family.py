@@ -125,7 +125,8 @@ def projection_iteration(engine: Engine, name: str) -> float:
                 else:
                     kernels.exit_waves(obj_before, probes, geom, w)
                     w = fft2c(w, overwrite=True)
-                    kernels.fourier_project(w, *engine.frame_data(sl))
+                    no_deviance = {"deviance_every": engine.n_frames + 1, "j0": 1}
+                    kernels.fourier_project(w, *engine.frame_data(sl), **no_deviance)
                 w = ifft2c(w, overwrite=True)
             kernels.backproject_probe(w, engine.obj, geom, num_p, den_p)
         engine.probe_from(num_p, den_p)

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from recon.algorithm_chain import parse_algorithm, run_stage
+from recon.algorithm_chain import check_algorithm, is_auto, parse_algorithm, run_stage
 from recon.algorithms import Engine
+from recon.auto_chain import AutoChoice, choose_chain, measure
 from recon.backend import resolve_backend, to_numpy
 from recon.cxi import CXIError, Ptychogram
 from recon.engine_options import EngineOptions
@@ -69,7 +70,9 @@ class Reconstruction:
     Parameters
     ----------
     data : a :class:`recon.cxi.Ptychogram` (prepared here) or :class:`PreparedData`
-    algorithm : chain such as ``"AP**150,ML**50"`` run by :meth:`run`
+    algorithm : chain such as ``"AP**150,ML**50"`` run by :meth:`run`, or ``"auto"``: a
+        chain chosen from the data (:mod:`recon.auto_chain`; chosen again when frames are
+        added before the chain starts), named in :attr:`algorithm` and in the messages
     probe_modes : incoherent probe modes (only when ``data`` is a Ptychogram)
     backend : ``auto``, ``numpy`` or ``cupy``
     frame_size, binning, threshold : passed to :func:`recon.prepare.prepare`
@@ -89,7 +92,9 @@ class Reconstruction:
         seed: int = 0,
         options: EngineOptions | None = None,
     ) -> None:
-        self.steps = parse_algorithm(algorithm)
+        self.auto = is_auto(check_algorithm(algorithm))
+        self.auto_choice: AutoChoice | None = None
+        self.steps = [] if self.auto else parse_algorithm(algorithm)
         self.algorithm = algorithm
         self.xp = resolve_backend(backend)
         self.backend = "cupy" if self.xp is not np else "numpy"
@@ -118,6 +123,22 @@ class Reconstruction:
         self.seconds = 0.0
         self._stage = 0
         self._done_in_stage = 0
+        if self.auto:
+            self._choose_chain()
+
+    def _choose_chain(self) -> None:
+        """Choose the ``auto`` chain from the frames so far (before the chain starts)."""
+        eng = self.engine
+        m = measure(
+            to_numpy(eng.inten), to_numpy(~eng.good), to_numpy(eng.corners_px), to_numpy(eng.probe)
+        )
+        choice = choose_chain(m)
+        self.auto_choice = choice
+        self.steps = parse_algorithm(choice.chain)
+        self.algorithm = choice.chain
+        eng.opts = replace(eng.opts, refine_positions=choice.refine_positions)
+        eng.messages[:] = [msg for msg in eng.messages if not msg.startswith("auto: ")]
+        eng.messages.insert(0, choice.message())
 
     # ------------------------------------------------------------------ state
     @property
@@ -266,6 +287,8 @@ class Reconstruction:
             self.origin_px = self.origin_px + before
             new_pos = new_pos + before
         eng.append_frames(xp.asarray(inten), xp.asarray(new_pos))
+        if self.auto and self._stage == 0 and self._done_in_stage == 0:
+            self._choose_chain()
         return eng.n_frames
 
     # ------------------------------------------------------------------ output

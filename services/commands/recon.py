@@ -29,7 +29,11 @@ def recon(
     input: Path = typer.Argument(..., help="CXI ptychogram to reconstruct."),
     output: Path = typer.Option(..., "-o", "--output", help="Result file (HDF5) to write."),
     algorithm: str = typer.Option(
-        "AP**200", "--algorithm", "-a", help="Algorithm chain, e.g. 'AP**150,ML**50'."
+        "auto",
+        "--algorithm",
+        "-a",
+        help="Algorithm chain, e.g. 'AP**150,ML**50' (AP, DM, RAAR, EPIE, RPIE, ML), or 'auto': "
+        "chosen from the data and named in the result.",
     ),
     probe_modes: int = typer.Option(1, help="Incoherent probe modes (1-10)."),
     backend: Backend = typer.Option(
@@ -113,10 +117,10 @@ def _check_options(
     seed: int,
 ) -> None:
     """Refuse bad reconstruction options before any file is read."""
-    from recon.algorithm_chain import parse_algorithm
+    from recon.algorithm_chain import check_algorithm
 
     try:
-        parse_algorithm(algorithm)
+        check_algorithm(algorithm)
     except ValueError as err:
         fail(str(err))
     if not 1 <= probe_modes <= 10:

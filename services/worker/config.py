@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recon.algorithm_chain import parse_algorithm
+from recon.algorithm_chain import check_algorithm, is_auto, parse_algorithm
 
 
 class WorkerSettings(BaseSettings):
@@ -26,8 +26,11 @@ class WorkerSettings(BaseSettings):
     ----------
     tiled_uri : Tiled server (``None``: ``sptycho serve`` starts an embedded one)
     tiled_api_key : API key of that server
-    algorithm : algorithm chain of the final reconstruction, e.g. ``"AP**100"``
+    algorithm : algorithm chain of the final reconstruction, e.g. ``"AP**100"``, or
+        ``"auto"`` (default): chosen from the ptychogram's frames (:mod:`recon.auto_chain`)
+        and named in the result's ``algorithm``
     live_algorithm : algorithm of the live (partial) refreshes; default: the chain's first
+        (AP for ``auto``)
     live_iterations : iterations per live refresh
     refresh_frames : refresh the live result after at least this many new frames
     min_frames : frames needed before the first live reconstruction
@@ -64,7 +67,7 @@ class WorkerSettings(BaseSettings):
 
     tiled_uri: str | None = None
     tiled_api_key: str | None = None
-    algorithm: str = "AP**100"
+    algorithm: str = "auto"
     live_algorithm: str | None = None
     live_iterations: int = Field(10, ge=1, le=1000)
     refresh_frames: int = Field(10, ge=1)
@@ -92,15 +95,16 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _check_algorithm(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_algorithm(value)  # raises ValueError with one clear line
+            check_algorithm(value)  # raises ValueError with one clear line
         return value
 
     @property
     def live_step_algorithm(self) -> str:
         """The algorithm of the live refreshes (the chain's first when not set)."""
-        if self.live_algorithm:
-            return parse_algorithm(self.live_algorithm)[0][0]
-        return parse_algorithm(self.algorithm)[0][0]
+        chain = self.live_algorithm or self.algorithm
+        if is_auto(chain):
+            return "AP"
+        return parse_algorithm(chain)[0][0]
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -253,7 +253,7 @@ class PtychogramTask:
             "frames_used": self.used,
             "frames_rejected_low_i0": len(self.rejected_rows),
             "i0_threshold": self.i0_threshold,
-            "algorithm": self.settings.algorithm if status == "done" else self._live_name(),
+            "algorithm": rec.algorithm if status == "done" else self._live_name(),
             "iterations": rec.iterations,
             "seconds": rec.seconds,
             "backend": rec.backend,

@@ -1,0 +1,140 @@
+"""``--algorithm auto``: an algorithm chain chosen from the data, and why.
+
+Three numbers describe what a data set needs (:func:`measure`):
+
+* **photons per frame** (median over the frames): below ~1e5 photons the Poisson
+  maximum-likelihood refinement gains most over the projections' implicit Gaussian model;
+* **scattering strength**: the rms variation of the frames about their mean, relative to the
+  mean pattern, with the Poisson part of the variance removed. A weak scatterer (thin, soft
+  X-rays off the edge) gives nearly the same diffraction pattern at every position; a strong
+  one changes it from frame to frame;
+* **overlap**: ``1 - step / spot`` (the paper's definition), from the median nearest-neighbour
+  distance of the positions and the diameter of the probe model's bright region.
+
+The rule (:func:`choose_chain`) starts from the paper's finding (Vijayakumar et al., *J.
+Synchrotron Rad.* 30 (2023), doi:10.1107/S1600577523000955): alternating projections for weak
+scatterers, where the difference map wanders. Strong scatterers start with RAAR (a damped
+difference map, with the divergence guard) to leave the local minima AP can stall in. Every
+chain ends with Poisson maximum likelihood, which lowers the error of the projections' result
+on noisy data, and every chain refines the scan positions. Less overlap gets more iterations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Scattering strength above which the data count as strongly scattering.
+STRONG_SCATTERING = 0.3
+#: Photons per frame below which ML gets more iterations.
+FEW_PHOTONS = 1e5
+
+
+@dataclass
+class DataMeasures:
+    """What :func:`choose_chain` looks at (see the module docstring)."""
+
+    photons_per_frame: float
+    scattering_strength: float
+    overlap: float
+    frames: int
+
+
+@dataclass
+class AutoChoice:
+    """A chosen chain, the engine options it needs, and the reasons in words."""
+
+    chain: str
+    refine_positions: bool
+    measures: DataMeasures
+    reasons: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        """One line for the result's messages."""
+        return f"auto: chose {self.chain} ({'; '.join(self.reasons)})"
+
+
+def scattering_strength(intensities: np.ndarray, good: np.ndarray) -> float:
+    """Rms frame-to-frame variation of the patterns relative to their mean, noise removed.
+
+    Parameters
+    ----------
+    intensities : (N, n, n) float32 photons
+    good : (n, n) bool, True on usable pixels
+
+    Returns
+    -------
+    ``sqrt(max(0, sum_x (var_x - mean_x)) / sum_x mean_x^2)`` over good pixels (Poisson
+    variance equals the mean, so pure noise gives about 0)
+    """
+    frames = np.asarray(intensities, np.float64)[:, good]
+    mean = frames.mean(axis=0)
+    excess = float((frames.var(axis=0) - mean).sum())
+    return float(np.sqrt(max(0.0, excess) / max(float((mean**2).sum()), 1e-30)))
+
+
+def scan_overlap(corners_px: np.ndarray, probe: np.ndarray) -> float:
+    """``1 - step / spot``: median nearest-neighbour step over the probe's bright diameter.
+
+    Parameters
+    ----------
+    corners_px : (N, 2) float positions (pixels)
+    probe : (K, n, n) complex probe modes
+
+    Returns
+    -------
+    overlap (1 for a single position; negative when the steps exceed the spot)
+    """
+    pos = np.asarray(corners_px, np.float64)
+    if len(pos) < 2:
+        return 1.0
+    d2 = ((pos[:, None] - pos[None]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    step = float(np.median(np.sqrt(d2.min(axis=1))))
+    power = (np.abs(np.asarray(probe)) ** 2).sum(axis=0)
+    bright = int((power >= 0.1 * power.max()).sum())
+    spot = 2.0 * np.sqrt(bright / np.pi)
+    return 1.0 - step / max(spot, 1e-12)
+
+
+def measure(intensities: Any, mask: Any, corners_px: Any, probe: Any) -> DataMeasures:
+    """The numbers :func:`choose_chain` decides on (NumPy arrays, or any with ``asarray``).
+
+    Parameters
+    ----------
+    intensities : (N, n, n) float32 photons
+    mask : (n, n) bool, True on bad pixels
+    corners_px : (N, 2) float patch corners (pixels)
+    probe : (K, n, n) complex64 probe model
+    """
+    inten = np.asarray(intensities)
+    good = ~np.asarray(mask, bool)
+    photons = float(np.median(inten[:, good].sum(axis=1))) if len(inten) else 0.0
+    return DataMeasures(
+        photons_per_frame=photons,
+        scattering_strength=scattering_strength(inten, good) if len(inten) > 1 else 0.0,
+        overlap=scan_overlap(corners_px, probe),
+        frames=len(inten),
+    )
+
+
+def choose_chain(m: DataMeasures) -> AutoChoice:
+    """The chain for data described by ``m`` (rule in the module docstring)."""
+    reasons = []
+    strong = m.scattering_strength >= STRONG_SCATTERING
+    n_ap = 100 if m.overlap >= 0.6 else 150
+    reasons.append(f"overlap {m.overlap:.2f}: AP**{n_ap}")
+    steps = []
+    if strong:
+        steps.append("RAAR**50")
+        reasons.append(f"strong scatterer (strength {m.scattering_strength:.2f}): RAAR first")
+    else:
+        reasons.append(f"weak scatterer (strength {m.scattering_strength:.2f}): AP, no DM")
+    steps.append(f"AP**{n_ap}")
+    n_ml = 80 if m.photons_per_frame < FEW_PHOTONS else 40
+    reasons.append(f"{m.photons_per_frame:.3g} photons per frame: ML**{n_ml}")
+    steps.append(f"ML**{n_ml}")
+    reasons.append("positions refined")
+    return AutoChoice(",".join(steps), True, m, reasons)

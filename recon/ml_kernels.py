@@ -1,0 +1,214 @@
+"""Kernels of the maximum-likelihood engine (:mod:`recon.maximum_likelihood`): the Fourier
+factor of the gradient and the objective along a search line, for two noise models.
+
+* ``poisson``: the negative Poisson log-likelihood ``L = sum (M - I ln M)``, evaluated as the
+  half deviance ``sum M - I + I ln(I / M)`` (the same up to a constant, and free of the large
+  cancelling sums near a fit);
+* ``gaussian``: amplitude least squares ``L = sum (sqrt M - sqrt I)^2`` (Gaussian noise on the
+  amplitudes; Thibault & Guizar-Sicairos, *New J. Phys.* 14, 063004 (2012)).
+
+``M = scale sum_k |wave_k|^2 + bg`` is the model of the photons ``I``. Along the search line of
+a joint object and probe step the exit waves are quadratic in the step ``g``, ``psi(g) = (P +
+g dP)(O + g dO) = psi0 + g psi1 + g^2 psi2``, so every pixel's model is a quartic in ``g``;
+:func:`ml_line_coefficients` stores its coefficients and :func:`ml_line_values` evaluates the
+exact objective, its slope and curvature at any ``g`` without another FFT.
+
+As in :mod:`recon.kernels`, each kernel runs as generic ``xp`` code (NumPy or CuPy) or, on the
+CPU with numba, as a fused loop of :mod:`recon.numba_kernels`. Shapes as in
+:mod:`recon.kernels`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from recon import numba_kernels as nbk
+from recon.backend import get_xp
+from recon.kernels import (
+    TINY,
+    _flat,
+    _model_and_deviance,
+    _numba_args,
+    _numba_deviance,
+    numba_enabled,
+)
+
+#: Likelihoods of the maximum-likelihood engine (:attr:`EngineOptions.noise_model`).
+NOISE_MODELS = ("poisson", "gaussian")
+
+
+def is_gaussian(noise_model: str) -> bool:
+    """True for the ``gaussian`` noise model, False for ``poisson``; ValueError otherwise."""
+    if noise_model not in NOISE_MODELS:
+        raise ValueError(
+            f"unknown noise_model {noise_model!r}: use 'poisson' (photon counting) or "
+            "'gaussian' (amplitude least squares)"
+        )
+    return noise_model == "gaussian"
+
+
+def _ml_pixel_terms(xp: ModuleType, inten: Any, mod: Any, gaussian: bool) -> tuple:
+    """Per-pixel ``(L, dL/dM, d2L/dM2)`` of the ML objective (generic code).
+
+    Poisson: the half deviance ``M - I + I ln(I / M)`` (``sum M - I ln M`` up to a constant);
+    gaussian: ``(sqrt M - sqrt I)^2``. Arrays of the shape and dtype of ``mod``.
+    """
+    if gaussian:
+        q = xp.sqrt(inten / mod)
+        d = xp.sqrt(mod) - xp.sqrt(inten)
+        return d * d, 1 - q, np.float32(0.5) * q / mod
+    r = inten / mod
+    return mod - inten + inten * xp.log(r + np.float32(1e-30)), 1 - r, r / mod
+
+
+def ml_gradient(
+    wave: Any,
+    inten: Any,
+    good: Any,
+    bg: Any,
+    scale: Any,
+    noise_model: str = "poisson",
+    deviance_every: int = 1,
+    j0: int = 0,
+    out: Any = None,
+) -> float:
+    """Fourier-space factor of the ML gradient: ``out = scale dL/dM wave`` (0 on masked pixels).
+
+    ``M = scale sum_k |wave_k|^2 + bg``; ``dL/dM`` is ``1 - I / M`` for the Poisson negative
+    log-likelihood ``L = sum (M - I ln M)`` and ``1 - sqrt(I / M)`` for the amplitude least
+    squares ``L = sum (sqrt M - sqrt I)^2`` (``noise_model="gaussian"``).
+
+    Parameters
+    ----------
+    wave : (M, K, n, n) complex64 model waves in Fourier space
+    inten, good, bg, scale : see :func:`fourier_project`
+    noise_model : ``poisson`` or ``gaussian``
+    deviance_every, j0 : frames of the returned deviance (see :func:`fourier_project`)
+    out : (M, K, n, n) complex64 output; None (or ``wave``) works in place
+
+    Returns
+    -------
+    deviance : Poisson deviance of the model (whatever ``noise_model``), unnormalised
+    """
+    gaussian = is_gaussian(noise_model)
+    out = wave if out is None else out
+    xp = get_xp(wave)
+    if numba_enabled(xp):
+        args = _numba_args(wave, inten, good, bg)
+        dev = _numba_deviance(args, scale, deviance_every, j0)
+        nbk.ml_weight(*args, scale, gaussian, _flat(out))
+        return dev
+    mod, dev = _model_and_deviance(wave, inten, good, bg, scale, deviance_every, j0)
+    factor = 1 - xp.sqrt(inten / mod) if gaussian else 1 - inten / mod
+    w = xp.where(good, scale[:, None, None] * factor, 0).astype(np.float32)
+    xp.multiply(wave, w[:, None], out=out)
+    return dev
+
+
+def ml_line_coefficients(f0: Any, f1: Any = None, f2: Any = None, out: Any = None) -> Any:
+    """Coefficients of the model power along the exit-wave line ``f0 + g f1 + g^2 f2``.
+
+    ``sum_k |f0 + g f1 + g^2 f2|^2 = sum_t c_t g^t`` per pixel (the line of a joint object and
+    probe step: ``(P + g dP)(O + g dO)``, Fourier transformed).
+
+    Parameters
+    ----------
+    f0, f1, f2 : (M, K, n, n) complex64 Fourier-space waves; ``f2`` (and ``f1``) may be None
+        (zero)
+    out : (T, M, n, n) float32 output with T = 1, 3 or 5 as fits the waves given; None
+        allocates it
+
+    Returns
+    -------
+    (T, M, n, n) float32 ``c_0 .. c_{T-1}``
+    """
+    xp = get_xp(f0)
+    nc = 1 if f1 is None else 3 if f2 is None else 5
+    if out is None:
+        out = xp.empty((nc, f0.shape[0], *f0.shape[2:]), np.float32)
+    if out.shape[0] != nc:
+        raise ValueError(f"out has {out.shape[0]} coefficients, the waves give {nc}")
+    if numba_enabled(xp):
+        flat0 = _flat(f0)
+        flat1 = flat0 if f1 is None else _flat(f1)
+        flat2 = flat0 if f2 is None else _flat(f2)
+        nbk.ml_line_coefficients(flat0, flat1, flat2, out.reshape(nc, f0.shape[0], -1))
+        return out
+
+    def cross(a: Any, b: Any) -> Any:
+        return (a.real * b.real + a.imag * b.imag).sum(axis=1)
+
+    out[0] = cross(f0, f0)
+    if nc > 1:
+        out[1] = 2 * cross(f0, f1)
+        out[2] = cross(f1, f1)
+    if nc > 3:
+        out[2] += 2 * cross(f0, f2)
+        out[3] = 2 * cross(f1, f2)
+        out[4] = cross(f2, f2)
+    return out
+
+
+def ml_line_values(
+    coef: Any,
+    g: float,
+    inten: Any,
+    good: Any,
+    bg: Any,
+    scale: Any,
+    noise_model: str = "poisson",
+) -> tuple[float, float, float, float]:
+    """The ML objective and its derivatives at ``g`` along a line of
+    :func:`ml_line_coefficients`.
+
+    The model is ``M(g) = scale sum_t coef[t] g^t + bg`` (floored at :data:`TINY`); the
+    objective is Poisson's half deviance ``sum M - I + I ln(I / M)`` (``sum M - I ln M`` up to
+    a constant) or, for ``gaussian``, ``sum (sqrt M - sqrt I)^2``, over the good pixels.
+
+    Parameters
+    ----------
+    coef : (T, M, n, n) float32 coefficients
+    g : step along the line
+    inten, good, bg, scale : see :func:`fourier_project`
+    noise_model : ``poisson`` or ``gaussian``
+
+    Returns
+    -------
+    (L, dL/dg, d2L/dg2, Gauss-Newton part of d2L/dg2): float sums over all frames
+    """
+    gaussian = is_gaussian(noise_model)
+    xp = get_xp(coef)
+    m = coef.shape[1]
+    if numba_enabled(xp):
+        out = np.zeros((m, 4), np.float64)
+        keep = good.astype(np.float32).ravel()
+        nbk.ml_line_values(
+            coef.reshape(coef.shape[0], m, -1),
+            float(g),
+            inten.reshape(m, -1),
+            keep,
+            bg.ravel(),
+            scale,
+            gaussian,
+            out,
+        )
+        return tuple(float(v) for v in out.sum(axis=0))  # type: ignore[return-value]
+    g32 = np.float32(g)
+    q = dq = ddq = xp.zeros(coef.shape[1:], np.float32)
+    for t in range(coef.shape[0] - 1, -1, -1):  # Horner with first and second derivatives
+        ddq = ddq * g32 + 2 * dq
+        dq = dq * g32 + q
+        q = q * g32 + coef[t]
+    s = scale[:, None, None]
+    mod = xp.maximum(s * q + bg, TINY)
+    val, f1, f2 = _ml_pixel_terms(xp, inten, mod, gaussian)
+    dm = s * dq
+    gn = f2 * dm * dm
+
+    def total(a: Any) -> float:
+        return float(xp.where(good, a, 0).sum(dtype=np.float64))
+
+    return total(val), total(f1 * dm), total(gn + f1 * s * ddq), total(gn)
