@@ -32,17 +32,13 @@ import numpy as np
 from recon import kernels
 from recon.backend import fft2c, ifft2c
 from recon.ml_kernels import is_gaussian, ml_gradient
-from recon.ml_line_search import SearchLine, backtrack, forward_differences, real_dot
+from recon.ml_line_search import SearchLine, forward_differences, line_minimum, real_dot
 from recon.operators import unshift_sum
 from recon.probe_modes import orthogonalize_modes
 
 if TYPE_CHECKING:  # pragma: no cover
     from recon.algorithms import Engine
 
-import os
-
-SWITCH = float(os.environ["MLSWITCH"]) if "MLSWITCH" in os.environ else None
-LOG = []
 __all__ = ["difference_normal", "forward_differences", "ml_iteration", "real_dot"]
 
 
@@ -74,46 +70,43 @@ def ml_iteration(engine: Engine) -> float:
         for an unknown :attr:`EngineOptions.noise_model`
     """
     xp = engine.xp
-    noise_model = engine.opts.noise_model
-    is_gaussian(noise_model)
+    gaussian = is_gaussian(engine.opts.noise_model)
     update_probe = engine.update_probe_now()
     probes = engine.shifted_probes()
     st = _state(engine)
-    metric = st.setdefault("metric", noise_model if SWITCH is None else "gaussian")
-    deviance, g_o, g_p, den_p, f0 = _gradient(engine, probes, update_probe, metric)
+    deviance, g_o, g_p, den_p, f0 = _gradient(engine, probes, update_probe, gaussian)
     mu = st["mu"]
     if mu > 0:
         g_o += np.float32(mu) * difference_normal(xp, engine.obj)
     illum = engine.illumination()
-    z_o = g_o / (illum + np.float32(1e-3 * float(illum.max()) + 1e-12))
+    z_o = g_o / (illum + np.float32(1e-3 * float(illum.max()) + 4 * mu + 1e-12))
     z_p = None
     if update_probe:
         den = engine.probe_denominator(den_p)
         z_p = g_p / (den + np.float32(1e-3 * float(den.max()) + 1e-12))
     gz = real_dot(xp, g_o, z_o) + real_dot(xp, g_p, z_p)
     beta = 0.0
-    restart = "d_o" not in st or st.get("probe_on") != update_probe or st.get("gz", 0) <= 0
-    restart = restart or st.get("last_metric") != metric
-    if not restart:
+    if "d_o" in st and st.get("probe_on") == update_probe and st.get("gz", 0) > 0:
         beta = (gz - real_dot(xp, g_o, st["z_o"]) - real_dot(xp, g_p, st.get("z_p"))) / st["gz"]
-        beta = max(0.0, beta)
+        beta = max(0.0, beta)  # Polak-Ribiere+, restart when negative
     d_o, d_p = _direction(z_o, z_p, st, beta)
     if beta and real_dot(xp, g_o, d_o) + real_dot(xp, g_p, d_p) >= 0:
         beta = 0.0  # not a descent direction: steepest descent instead
         d_o, d_p = _direction(z_o, z_p, st, beta)
     while True:
         line = SearchLine(engine, probes, d_o, d_p, mu, f0)
-        gamma, _ = backtrack(line.value, line.phi0, line.slope, line.newton_step())
+        g0 = line.newton_step()
+        if st.get("step", 0) > 0:  # the last step, scaled to the same first-order gain
+            g0 = max(g0, st["step"] * st["last_slope"] / line.slope)
+        gamma, _ = line_minimum(line.evaluate, line.phi0, line.slope, g0)
         if gamma > 0 or beta == 0:
             break
         beta = 0.0  # safeguarded restart along the preconditioned steepest descent
         d_o, d_p = _direction(z_o, z_p, st, beta)
+    if not gaussian:
+        deviance = line.deviance(engine.deviance_every)
     st.update(z_o=z_o, z_p=z_p, gz=gz, d_o=d_o, d_p=d_p, probe_on=update_probe)
-    st.update(objective=line.phi0, step=gamma, last_metric=metric)
-    rel = (line.phi0 - _) / line.phi0
-    LOG.append((engine.iteration, metric, rel, gamma, beta))
-    if metric != noise_model and (gamma == 0 or rel < SWITCH):
-        st["metric"] = noise_model
+    st.update(objective=line.phi0, step=gamma, last_slope=line.slope)
     if gamma > 0:
         _take_step(engine, gamma, d_o, d_p)
     else:  # no decrease along either direction: keep the state, restart next time
@@ -143,12 +136,13 @@ def _direction(z_o: Any, z_p: Any, st: dict, beta: float) -> tuple[Any, Any]:
     return -z_o + b * st["d_o"], d_p
 
 
-def _gradient(engine: Engine, probes: Any, update_probe: bool, noise_model: str) -> tuple:
-    """Gradients of the data term (Wirtinger, ``dL/dconj``) and the model's deviance.
+def _gradient(engine: Engine, probes: Any, update_probe: bool, gaussian: bool) -> tuple:
+    """Gradients of the data term (Wirtinger, ``dL/dconj``) of the noise model.
 
     Returns
     -------
-    deviance : unnormalised Poisson deviance of the frames the engine records
+    deviance : unnormalised Poisson deviance of the frames the engine records (``gaussian``
+        only; 0.0 for Poisson, whose line search gives it)
     g_o : (H, W) complex64 object gradient
     g_p : (K, n, n) complex64 probe gradient, or None when ``update_probe`` is False
     den_p : (B, n, n) float32 ``sum |O|^2`` per shift bin (probe preconditioner), or None
@@ -170,7 +164,12 @@ def _gradient(engine: Engine, probes: Any, update_probe: bool, noise_model: str)
         f0 = fft2c(w, overwrite=True)
         grad = engine.buffer(m, 1) if one_chunk else f0  # keep f0 for the line search
         deviance += ml_gradient(
-            f0, *engine.frame_data(sl), noise_model, engine.deviance_every, sl.start, out=grad
+            f0,
+            *engine.frame_data(sl),
+            "gaussian" if gaussian else "poisson",
+            engine.deviance_every if gaussian else 0,
+            sl.start,
+            out=grad,
         )
         grad = ifft2c(grad, overwrite=True)
         kernels.backproject_object(grad, probes, geom, g_o)

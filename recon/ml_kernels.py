@@ -86,22 +86,28 @@ def ml_gradient(
     wave : (M, K, n, n) complex64 model waves in Fourier space
     inten, good, bg, scale : see :func:`fourier_project`
     noise_model : ``poisson`` or ``gaussian``
-    deviance_every, j0 : frames of the returned deviance (see :func:`fourier_project`)
+    deviance_every, j0 : frames of the returned deviance (see :func:`fourier_project`); 0
+        skips the deviance
     out : (M, K, n, n) complex64 output; None (or ``wave``) works in place
 
     Returns
     -------
-    deviance : Poisson deviance of the model (whatever ``noise_model``), unnormalised
+    deviance : Poisson deviance of the model (whatever ``noise_model``), unnormalised; 0.0
+        when ``deviance_every`` is 0
     """
     gaussian = is_gaussian(noise_model)
     out = wave if out is None else out
     xp = get_xp(wave)
     if numba_enabled(xp):
         args = _numba_args(wave, inten, good, bg)
-        dev = _numba_deviance(args, scale, deviance_every, j0)
+        dev = _numba_deviance(args, scale, deviance_every, j0) if deviance_every > 0 else 0.0
         nbk.ml_weight(*args, scale, gaussian, _flat(out))
         return dev
-    mod, dev = _model_and_deviance(wave, inten, good, bg, scale, deviance_every, j0)
+    if deviance_every > 0:
+        mod, dev = _model_and_deviance(wave, inten, good, bg, scale, deviance_every, j0)
+    else:
+        a2 = (wave.real**2 + wave.imag**2).sum(axis=1)
+        mod, dev = xp.maximum(scale[:, None, None] * a2 + bg, TINY), 0.0
     factor = 1 - xp.sqrt(inten / mod) if gaussian else 1 - inten / mod
     w = xp.where(good, scale[:, None, None] * factor, 0).astype(np.float32)
     xp.multiply(wave, w[:, None], out=out)
@@ -152,7 +158,7 @@ def ml_line_coefficients(f0: Any, f1: Any = None, f2: Any = None, out: Any = Non
     return out
 
 
-def ml_line_values(
+def ml_line_frames(
     coef: Any,
     g: float,
     inten: Any,
@@ -160,13 +166,14 @@ def ml_line_values(
     bg: Any,
     scale: Any,
     noise_model: str = "poisson",
-) -> tuple[float, float, float, float]:
+) -> Any:
     """The ML objective and its derivatives at ``g`` along a line of
-    :func:`ml_line_coefficients`.
+    :func:`ml_line_coefficients`, frame by frame.
 
     The model is ``M(g) = scale sum_t coef[t] g^t + bg`` (floored at :data:`TINY`); the
     objective is Poisson's half deviance ``sum M - I + I ln(I / M)`` (``sum M - I ln M`` up to
-    a constant) or, for ``gaussian``, ``sum (sqrt M - sqrt I)^2``, over the good pixels.
+    a constant; at ``g = 0`` half of :func:`recon.deviance.poisson_deviance`) or, for
+    ``gaussian``, ``sum (sqrt M - sqrt I)^2``, over the good pixels.
 
     Parameters
     ----------
@@ -177,7 +184,8 @@ def ml_line_values(
 
     Returns
     -------
-    (L, dL/dg, d2L/dg2, Gauss-Newton part of d2L/dg2): float sums over all frames
+    (M, 4) float64 per frame: objective, its first and second derivative in ``g`` and the
+    Gauss-Newton part of the second derivative
     """
     gaussian = is_gaussian(noise_model)
     xp = get_xp(coef)
@@ -185,17 +193,10 @@ def ml_line_values(
     if numba_enabled(xp):
         out = np.zeros((m, 4), np.float64)
         keep = good.astype(np.float32).ravel()
-        nbk.ml_line_values(
-            coef.reshape(coef.shape[0], m, -1),
-            float(g),
-            inten.reshape(m, -1),
-            keep,
-            bg.ravel(),
-            scale,
-            gaussian,
-            out,
-        )
-        return tuple(float(v) for v in out.sum(axis=0))  # type: ignore[return-value]
+        flat = coef.reshape(coef.shape[0], m, -1)
+        args = (inten.reshape(m, -1), keep, bg.ravel(), scale)
+        nbk.ml_line_values(flat, float(g), *args, gaussian, out)
+        return out
     g32 = np.float32(g)
     q = dq = ddq = xp.zeros(coef.shape[1:], np.float32)
     for t in range(coef.shape[0] - 1, -1, -1):  # Horner with first and second derivatives
@@ -207,8 +208,20 @@ def ml_line_values(
     val, f1, f2 = _ml_pixel_terms(xp, inten, mod, gaussian)
     dm = s * dq
     gn = f2 * dm * dm
+    terms = (val, f1 * dm, gn + f1 * s * ddq, gn)
+    return xp.stack([xp.where(good, a, 0).sum(axis=(1, 2), dtype=np.float64) for a in terms], 1)
 
-    def total(a: Any) -> float:
-        return float(xp.where(good, a, 0).sum(dtype=np.float64))
 
-    return total(val), total(f1 * dm), total(gn + f1 * s * ddq), total(gn)
+def ml_line_values(
+    coef: Any,
+    g: float,
+    inten: Any,
+    good: Any,
+    bg: Any,
+    scale: Any,
+    noise_model: str = "poisson",
+) -> tuple[float, float, float, float]:
+    """:func:`ml_line_frames` summed over the frames: (objective, first and second
+    derivative, Gauss-Newton part of the second derivative) as floats."""
+    totals = ml_line_frames(coef, g, inten, good, bg, scale, noise_model).sum(axis=0)
+    return tuple(float(v) for v in totals)  # type: ignore[return-value]

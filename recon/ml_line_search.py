@@ -23,11 +23,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from recon import kernels
-from recon.backend import fft2c
-from recon.ml_kernels import ml_line_coefficients, ml_line_values
+from recon.backend import fft2c, to_numpy
+from recon.ml_kernels import ml_line_coefficients, ml_line_frames
 
 if TYPE_CHECKING:  # pragma: no cover
     from recon.algorithms import Engine
@@ -125,3 +123,110 @@ def line_minimum(
         else:
             g = min(max(trial, 1.1 * g), EXPAND * g)
     return best
+
+
+class SearchLine:
+    """The ML objective along ``(O + g dO, P + g dP)`` of an engine.
+
+    The per-pixel coefficients of the model along the line are kept for all frames when they
+    take at most ``2 * EngineOptions.chunk_bytes`` (always when the frames are one chunk);
+    otherwise each evaluation recomputes them chunk by chunk (three FFTs per chunk).
+
+    Parameters
+    ----------
+    engine : the engine (its object and probe are the line's origin)
+    probes : (B, K, n, n) complex64 shifted probe modes of ``engine.probe``
+    d_o : (H, W) complex64 object direction
+    d_p : (K, n, n) complex64 probe direction, or None (probe fixed)
+    mu : weight of the smoothness penalty ``mu |D O|^2``
+    f0 : (N, K, n, n) complex64 Fourier-space exit waves of all frames (one chunk), or None
+        to compute them chunk by chunk
+
+    Attributes
+    ----------
+    phi0, slope, curvature, gauss_newton : objective (data + penalty), its first and second
+        derivative and the Gauss-Newton part of the second derivative at ``g = 0``
+    """
+
+    def __init__(
+        self, engine: Engine, probes: Any, d_o: Any, d_p: Any, mu: float, f0: Any = None
+    ) -> None:
+        xp = engine.xp
+        self.engine = engine
+        self.noise_model = engine.opts.noise_model
+        self.probes = probes
+        self.d_o = d_o
+        self.d_probes = None if d_p is None else engine.shift_probe_modes(d_p)
+        self.f0 = f0
+        gy, gx = forward_differences(engine.obj)
+        hy, hx = forward_differences(d_o)
+        self.penalty = (
+            mu * (real_dot(xp, gy, gy) + real_dot(xp, gx, gx)),
+            mu * (real_dot(xp, gy, hy) + real_dot(xp, gx, hx)),
+            mu * (real_dot(xp, hy, hy) + real_dot(xp, hx, hx)),
+        )
+        n_coef = 5 if d_p is not None else 3
+        size = 4 * n_coef * engine.n_frames * engine.frame_shape[0] * engine.frame_shape[1]
+        keep = len(engine.chunks) == 1 or size <= 2 * engine.opts.chunk_bytes
+        self.coefs = [self._coefficients(sl, geom) for sl, geom in engine.chunks] if keep else None
+        self.frames0 = self._frames(0.0)
+        self.phi0, self.slope, self.curvature, self.gauss_newton = self._sums(0.0, self.frames0)
+
+    def _coefficients(self, sl: slice, geom: Any) -> Any:
+        """(T, m, n, n) float32 coefficients of the model along the line, frames ``sl``."""
+        e = self.engine
+        m = sl.stop - sl.start
+        if self.f0 is not None:
+            f0 = self.f0
+        else:
+            w0 = e.buffer(m, 0)
+            kernels.exit_waves(e.obj, self.probes, geom, w0)
+            f0 = fft2c(w0, overwrite=True)
+        w1 = e.buffer(m, 1)
+        if self.d_probes is not None:
+            kernels.exit_waves(e.obj, self.d_probes, geom, w1)
+        kernels.exit_waves(self.d_o, self.probes, geom, w1, accumulate=self.d_probes is not None)
+        f1 = fft2c(w1, overwrite=True)
+        f2 = None
+        if self.d_probes is not None:
+            w2 = e.buffer(m, 2)
+            kernels.exit_waves(self.d_o, self.d_probes, geom, w2)
+            f2 = fft2c(w2, overwrite=True)
+        return ml_line_coefficients(f0, f1, f2)
+
+    def _frames(self, g: float) -> Any:
+        """(N, 4) float64 per frame: data objective, its two derivatives and the
+        Gauss-Newton part of the second, at ``g``."""
+        e = self.engine
+        parts = []
+        for i, (sl, geom) in enumerate(e.chunks):
+            coef = self._coefficients(sl, geom) if self.coefs is None else self.coefs[i]
+            parts.append(ml_line_frames(coef, g, *e.frame_data(sl), self.noise_model))
+        return parts[0] if len(parts) == 1 else e.xp.concatenate(parts)
+
+    def _sums(self, g: float, frames: Any = None) -> tuple[float, float, float, float]:
+        """(objective, derivative, second derivative, its Gauss-Newton part) at ``g``, data
+        (``frames`` of :meth:`_frames` when given) and penalty."""
+        totals = to_numpy((self._frames(g) if frames is None else frames).sum(axis=0))
+        p0, p1, p2 = self.penalty
+        totals += (p0 + 2 * g * p1 + g * g * p2, 2 * (p1 + g * p2), 2 * p2, 2 * p2)
+        return float(totals[0]), float(totals[1]), float(totals[2]), float(totals[3])
+
+    def deviance(self, every: int) -> float:
+        """Poisson deviance ``2 sum M - I + I ln(I / M)`` at ``g = 0`` of the frames whose
+        index is a multiple of ``every`` (the Poisson noise model only)."""
+        return 2 * float(self.frames0[::every, 0].sum())
+
+    def evaluate(self, g: float) -> tuple[float, float, float]:
+        """Exact objective (data + penalty) at step ``g`` and its first two derivatives."""
+        return self._sums(g)[:3]
+
+    def newton_step(self) -> float:
+        """``-slope / curvature`` (the Gauss-Newton curvature where the full one is not
+        positive); 0 when the line does not descend."""
+        if not self.slope < 0:
+            return 0.0
+        for c in (self.curvature, self.gauss_newton):
+            if c > 0 and math.isfinite(c):
+                return -self.slope / c
+        return 0.0

@@ -281,21 +281,6 @@ if AVAILABLE:
                         nrow[x] += orow[x].conjugate() * wrow[x]
 
     # ---------------------------------------------------------------- ML line search
-    @_helper
-    def _ml_pixel(i, m, gaussian):  # pragma: no cover
-        """(objective, dL/dM, d2L/dM2) of one pixel with photons i and model m.
-
-        Poisson: the half deviance ``m - i + i ln(i / m)``; ``gaussian``: ``(sqrt m -
-        sqrt i)^2``.
-        """
-        one = np.float32(1.0)
-        if gaussian:
-            q = np.sqrt(i / m)
-            d = np.sqrt(m) - np.sqrt(i)
-            return d * d, one - q, np.float32(0.5) * q / m
-        r = i / m
-        return m - i + i * np.log(r + np.float32(1e-30)), one - r, r / m
-
     @_parallel
     def ml_line_coefficients(f0, f1, f2, coef):  # pragma: no cover
         """coef[t, j, x]: coefficient of g^t of sum_k |f0 + g f1 + g^2 f2|^2 at (j, x).
@@ -339,40 +324,89 @@ if AVAILABLE:
                         c3[x] += two * (b.real * c.real + b.imag * c.imag)
                         c4[x] += c.real * c.real + c.imag * c.imag
 
+    @_helper
+    def _line_model(coef, j, g, s, bg, mm, dm, ddm):  # pragma: no cover
+        """Model of frame j at step g and its derivatives: mm = max(s q(g) + bg, 1e-12),
+        dm = s q'(g), ddm = s q''(g) with q(g) = sum_t coef[t, j] g^t (T = 1, 3 or 5)."""
+        nc = coef.shape[0]
+        tiny = np.float32(1e-12)
+        zero = np.float32(0.0)
+        two = np.float32(2.0)
+        if nc == 5:
+            three = np.float32(3.0)
+            four = np.float32(4.0)
+            six = np.float32(6.0)
+            twelve = np.float32(12.0)
+            for x in range(mm.size):
+                c1 = coef[1, j, x]
+                c2 = coef[2, j, x]
+                c3 = coef[3, j, x]
+                c4 = coef[4, j, x]
+                q = coef[0, j, x] + g * (c1 + g * (c2 + g * (c3 + g * c4)))
+                mm[x] = max(s * q + bg[x], tiny)
+                dm[x] = s * (c1 + g * (two * c2 + g * (three * c3 + g * four * c4)))
+                ddm[x] = s * (two * c2 + g * (six * c3 + g * twelve * c4))
+        elif nc == 3:
+            for x in range(mm.size):
+                c1 = coef[1, j, x]
+                c2 = coef[2, j, x]
+                mm[x] = max(s * (coef[0, j, x] + g * (c1 + g * c2)) + bg[x], tiny)
+                dm[x] = s * (c1 + two * g * c2)
+                ddm[x] = s * two * c2
+        else:
+            for x in range(mm.size):
+                mm[x] = max(s * coef[0, j, x] + bg[x], tiny)
+                dm[x] = zero
+                ddm[x] = zero
+
     @_parallel
     def ml_line_values(coef, g, inten, keep, bg, scale, gaussian, out):  # pragma: no cover
         """out[j] = (L, dL/dg, d2L/dg2, Gauss-Newton part of d2L/dg2) of frame j at g.
 
         The model is ``M(g) = max(scale (sum_t coef[t] g^t) + bg, 1e-12)`` (coefficients
-        of :func:`ml_line_coefficients`); ``L`` as in :func:`_ml_pixel`.
+        of :func:`ml_line_coefficients`). ``L`` is the Poisson half deviance ``M - I + I
+        ln(I / M)`` (the terms of :func:`deviance_rows`) or, with ``gaussian``, ``(sqrt M -
+        sqrt I)^2``, summed over the good pixels.
         """
         nc, m, p = coef.shape
         gg = np.float32(g)
-        zero = np.float32(0.0)
-        two = np.float32(2.0)
-        tiny = np.float32(1e-12)
+        one = np.float32(1.0)
+        half = np.float32(0.5)
         for j in _prange(m):
-            s = scale[j]
+            mm = np.empty(p, np.float32)
+            dm = np.empty(p, np.float32)
+            ddm = np.empty(p, np.float32)
+            _line_model(coef, j, gg, scale[j], bg, mm, dm, ddm)
             acc = 0.0
             d1 = 0.0
             d2 = 0.0
             gn = 0.0
-            for x in range(p):
-                q = zero
-                dq = zero
-                ddq = zero
-                for t in range(nc - 1, -1, -1):  # Horner with first and second derivatives
-                    ddq = ddq * gg + two * dq
-                    dq = dq * gg + q
-                    q = q * gg + coef[t, j, x]
-                mm = max(s * q + bg[x], tiny)
-                val, f1, f2 = _ml_pixel(inten[j, x], mm, gaussian)
-                kp = keep[x]
-                dm = s * dq
-                acc += kp * val
-                d1 += kp * f1 * dm
-                gn += kp * f2 * dm * dm
-                d2 += kp * f1 * s * ddq
+            if gaussian:
+                for x in range(p):
+                    i = inten[j, x]
+                    kp = keep[x]
+                    q = np.sqrt(i / mm[x])
+                    a = np.sqrt(mm[x]) - np.sqrt(i)
+                    f1 = kp * (one - q)
+                    f2 = kp * half * q / mm[x] * dm[x] * dm[x]
+                    acc += kp * a * a
+                    d1 += f1 * dm[x]
+                    d2 += f1 * ddm[x]
+                    gn += f2
+            else:
+                for x in range(p):
+                    i = inten[j, x]
+                    kp = keep[x]
+                    r = i / mm[x]
+                    v = mm[x] - i
+                    if i > 0:  # most high-angle pixels count nothing: skip their logarithm
+                        v += i * np.log(r)
+                    f1 = kp * (one - r)
+                    f2 = kp * r / mm[x] * dm[x] * dm[x]
+                    acc += kp * v
+                    d1 += f1 * dm[x]
+                    d2 += f1 * ddm[x]
+                    gn += f2
             out[j, 0] = acc
             out[j, 1] = d1
             out[j, 2] = d2 + gn

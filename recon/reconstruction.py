@@ -31,7 +31,9 @@ from recon.auto_chain import AutoChoice, choose_chain, measure
 from recon.backend import resolve_backend, to_numpy
 from recon.cxi import CXIError, Ptychogram
 from recon.engine_options import EngineOptions
+from recon.geometry import wavelength_m
 from recon.prepare import Calibration, PreparedData, prepare, prepare_more
+from recon.probe_focus import propagate_probe, search_focus
 
 
 @dataclass
@@ -99,7 +101,9 @@ class Reconstruction:
         self.xp = resolve_backend(backend)
         self.backend = "cupy" if self.xp is not np else "numpy"
         self.calib: Calibration | None = None
+        self.focus_half_range_m: float | None = None
         if isinstance(data, Ptychogram):
+            raw = data
             data, self.calib = prepare(
                 data,
                 frame_size=frame_size,
@@ -108,6 +112,8 @@ class Reconstruction:
                 probe_modes=probe_modes,
                 seed=seed,
             )
+            if self.auto and data.report.get("probe_source") == "zone_plate":
+                self.focus_half_range_m = focus_range(raw)
         self.data = data
         xp = self.xp
         self.engine = Engine(
@@ -188,6 +194,12 @@ class Reconstruction:
         """
         start = len(self.engine.deviance)
         t0 = time.perf_counter()
+        if (
+            algorithm is None
+            and self.focus_half_range_m
+            and self._stage == self._done_in_stage == 0
+        ):
+            self._search_focus()
         if algorithm is not None:
             run_stage(self.engine, algorithm, n, new_stage=False)
         else:
@@ -231,6 +243,19 @@ class Reconstruction:
             import cupy  # type: ignore[import-not-found]
 
             cupy.cuda.Device().synchronize()
+
+    def _search_focus(self) -> None:
+        """Move the probe model to the defocus the data prefer (:mod:`recon.probe_focus`),
+        once, at the start of an ``auto`` chain; the object starts flat again if it moved."""
+        eng = self.engine
+        lam = wavelength_m(self.data.energy_ev)
+        found = search_focus(eng, self.focus_half_range_m, lam, self.data.pixel_size_m)
+        self.focus_half_range_m = None
+        if found.dz_m != 0.0:
+            eng.probe = propagate_probe(eng.probe, found.dz_m, lam, self.data.pixel_size_m)
+            eng.obj = self.xp.ones(eng.obj_shape, np.complex64)
+            eng.restore(eng.snapshot())  # forget iterates, shifted probes, illumination
+        eng.messages.append(found.message())
 
     # ------------------------------------------------------------------ streaming
     def add_frames(
@@ -310,6 +335,21 @@ class Reconstruction:
             illumination=to_numpy(eng.illumination()),
             messages=list(eng.messages),
         )
+
+
+def focus_range(data: Ptychogram) -> float | None:
+    """Half range (m) of the ``auto`` focus search, or None when there is none to do.
+
+    Searched: a zone-plate probe model (from the Ptychogram's ``zone_plate``) whose defocus
+    is more than two depths of focus (``4 dr^2 / lambda``); half range 25 % of it.
+    """
+    zp = data.zone_plate or {}
+    if "outermost_zone_width" not in zp:
+        return None
+    dr = float(zp["outermost_zone_width"])
+    defocus = abs(float(zp.get("defocus", 0.0)))
+    depth = 4 * dr**2 / wavelength_m(data.energy_ev)
+    return 0.25 * defocus if defocus > 2 * depth else None
 
 
 def write_result(path: str | Path, result: ReconstructionResult) -> Path:

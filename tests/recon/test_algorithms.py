@@ -1,7 +1,16 @@
-"""Known-answer tests of AP, DM and ML on small synthetic scans, and the engine options."""
+"""Known-answer tests of the projection family (AP, DM, RAAR), the engine's refinements
+(positions, per-frame scale, background, probe modes) and the DM divergence guard.
+
+No test starts from the truth: the engine gets the ideal zone plate probe at a defocus 15 %
+off (:data:`MISMATCH`) while the true probe is also astigmatic and comatic, the data carry
+Poisson noise, and where a test is about positions or scales the given positions carry errors
+of 10-30 nm (0.4-1.2 pixels) and the frames have random true scales. ML- and PIE-specific
+behaviour is tested in their own files.
+"""
 
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter
 from synthetic_data import make
 
 from recon import kernels
@@ -10,18 +19,15 @@ from recon.algorithms import Engine
 from recon.backend import gpu_available
 from recon.engine_options import EngineOptions
 from recon.metrics import phase_correlation
-from recon.operators import fourier_shift
 from recon.probe_modes import orthogonalize_modes
+
+#: The probe model's defocus is 15 % off; the truth has astigmatism and coma besides.
+MISMATCH = {"model_defocus_error": 0.15, "astigmatism": 1.0, "coma": 0.5}
 
 
 @pytest.fixture(scope="module")
 def data():
-    return make()
-
-
-def _start_probe(s):
-    """Initial probe: the true one, defocused a bit and 30 % too weak (not the answer)."""
-    return (0.7 * fourier_shift(s.probe, 0.7, -0.4)).astype(np.complex64)[None]
+    return make(**MISMATCH)
 
 
 def _corr(engine, s, fraction=0.3):
@@ -29,58 +35,156 @@ def _corr(engine, s, fraction=0.3):
     return phase_correlation(engine.obj, s.obj, ill > fraction * ill.max())
 
 
+def _engine(s, probe=None, **options):
+    return Engine(
+        s.intensities,
+        s.given,
+        s.model if probe is None else probe,
+        s.obj.shape,
+        options=EngineOptions(**options),
+    )
+
+
+def _position_error(corners, s):
+    """rms distance (pixels) of corners from the truth, common shift removed."""
+    d = np.asarray(corners) - s.positions
+    return float(np.sqrt(((d - d.mean(0)) ** 2).sum(1).mean()))
+
+
+def _gram(probe):
+    flat = np.asarray(probe).reshape(probe.shape[0], -1).astype(np.complex128)
+    return flat.conj() @ flat.T
+
+
+def _with_weak_modes(model, modes, power=0.05, seed=1):
+    """(modes, n, n) start: the model plus smooth random modes of ``power`` of its power."""
+    rng = np.random.default_rng(seed)
+    out = [model[0]]
+    total = float(np.sum(np.abs(model[0]) ** 2))
+    for _ in range(1, modes):
+        field = gaussian_filter(rng.standard_normal(model.shape[1:]), 4) + 1j * gaussian_filter(
+            rng.standard_normal(model.shape[1:]), 4
+        )
+        m = model[0] * field
+        out.append(m * np.sqrt(power * total / np.sum(np.abs(m) ** 2)))
+    return np.array(out, np.complex64)
+
+
 def test_parse_algorithm():
     assert parse_algorithm("AP**150,ML**50") == [("AP", 150), ("ML", 50)]
     assert parse_algorithm("DM**100, AP**50") == [("DM", 100), ("AP", 50)]
+    assert parse_algorithm("raar**7") == [("RAAR", 7)]
     assert parse_algorithm("ap") == [("AP", 1)]
     for bad in ("", "XX**3", "AP**0", "AP**-1", "AP***2", "AP**2,,ML*"):
         with pytest.raises(ValueError):
             parse_algorithm(bad)
 
 
+def test_the_probe_model_is_not_the_truth(data):
+    """Guards the other tests against an inverse crime."""
+    a, b = data.model[0], data.probe
+    overlap = abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b))
+    assert overlap < 0.8  # 0.73
+    assert np.all(data.given == data.positions) and np.all(data.scales == 1)
+
+
 def test_ap_recovers_phase_and_deviance_decreases(data):
-    e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape)
+    e = _engine(data)
     run_chain(e, parse_algorithm("AP**60"))
     dev = np.array(e.deviance)
     assert dev[-1] < 0.01 * dev[0]
-    assert dev[-1] < 1.3  # Poisson noise floor is ~1
+    assert dev[-1] < 1.5  # Poisson noise floor is ~1 (1.25)
     assert np.all(np.diff(dev[5:]) < 0.05 * dev[5:-1])  # (nearly) monotonic after start
-    assert _corr(e, data) >= 0.95
+    assert _corr(e, data) >= 0.97  # 0.9986
 
 
 def test_ap_noise_free_converges_to_zero_deviance():
-    s = make(poisson=False, n_side=6)
-    opts = EngineOptions(subpixel=16)  # the simulation's sub-pixel grid: an exact model
-    e = Engine(s.intensities, s.positions, s.probe[None], s.obj.shape, options=opts)
+    s = make(poisson=False, n_side=6, **MISMATCH)
+    e = _engine(s, subpixel=16)  # the simulation's sub-pixel grid
     run_chain(e, parse_algorithm("AP**80"))
-    assert e.deviance[-1] < 0.02 * e.deviance[5]
-    assert _corr(e, s) >= 0.98
+    assert e.deviance[-1] < 0.02 * e.deviance[5]  # 0.0068
+    assert _corr(e, s) >= 0.98  # 0.998
 
 
-def test_dm_recovers_phase(data):
-    e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape)
-    run_chain(e, parse_algorithm("DM**40,AP**10"))
-    assert e.algorithms[:3] == ["DM", "DM", "DM"]
-    assert _corr(e, data) >= 0.9
+def test_ap_refines_wrong_positions():
+    """Positions off by 10-30 nm (0.4-1.2 px): AP with position refinement gets the phase
+    and brings the positions much closer to the truth."""
+    s = make(position_error_m=(10e-9, 30e-9), **MISMATCH)
+    before = _position_error(s.given, s)
+    assert 0.4 < before < 1.2
+    e = _engine(s, refine_positions=True, position_start=30, position_every=2)
+    run_chain(e, parse_algorithm("AP**120"))
+    assert _position_error(e.corners_px, s) < 0.5 * before  # 0.79 -> 0.27 px
+    assert _corr(e, s) >= 0.97  # 0.995
 
 
-def test_ml_after_ap_improves_likelihood(data):
-    e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape)
-    run_chain(e, parse_algorithm("AP**20,ML**30"))
-    ml = np.array(e.deviance[20:])
-    assert e.algorithms[-1] == "ML"
-    assert ml[-1] <= ml[0]
-    assert _corr(e, data) >= 0.95
+def test_scale_refinement_recovers_random_frame_scales():
+    """True per-frame scales uniform in 0.7..1.3: recovered (up to their mean) with
+    ``refine_scale``; without it the model cannot fit the data."""
+    s = make(scale_range=(0.7, 1.3), **MISMATCH)
+    runs = {}
+    for on in (True, False):
+        e = _engine(s, refine_scale=on)
+        run_chain(e, parse_algorithm("AP**60"))
+        runs[on] = e
+    scale = np.asarray(runs[True].scale, np.float64)
+    assert np.corrcoef(scale, s.scales)[0, 1] >= 0.99  # 0.998
+    rel = (scale / scale.mean()) / (s.scales / s.scales.mean())
+    assert np.abs(rel - 1).max() < 0.05  # 0.017
+    assert runs[True].deviance[-1] < 1.6  # 1.1
+    assert runs[False].deviance[-1] > 3 * runs[True].deviance[-1]  # 8.7
+    assert np.all(np.asarray(runs[False].scale) == 1)
+    assert _corr(runs[True], s) >= 0.97
 
 
-def test_ml_alone_converges(data):
-    opts = EngineOptions(ml_smoothing=0.0)
-    e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape, options=opts)
-    run_chain(e, parse_algorithm("ML**60"))
+def test_background_refinement_finds_the_background(data):
+    rng = np.random.default_rng(1)
+    inten = data.intensities + rng.poisson(2.0, data.intensities.shape).astype(np.float32)
+    runs = {}
+    for on in (True, False):
+        opts = EngineOptions(update_background=on)
+        e = Engine(inten, data.given, data.model, data.obj.shape, options=opts)
+        run_chain(e, parse_algorithm("AP**60"))
+        runs[on] = e
+    bg = np.fft.fftshift(np.asarray(runs[True].bg))
+    y, x = np.indices(bg.shape) - 32
+    outer = np.hypot(y, x) >= 24  # where the object scatters little
+    assert abs(float(bg[outer].mean()) - 2.0) < 0.3  # 1.96
+    assert runs[True].deviance[-1] < 0.8 * runs[False].deviance[-1]  # 1.48 vs 2.28
+    assert _corr(runs[True], data) >= 0.97
+
+
+def test_dm_converges_without_fallback(data):
+    e = _engine(data)
+    msgs = run_chain(e, parse_algorithm("DM**50"))
     dev = np.array(e.deviance)
-    assert dev[-1] < 0.02 * dev[0]
-    assert np.all(np.diff(dev) <= 1e-3 * dev[:-1] + 1e-6) or dev[-1] == dev.min()
-    assert _corr(e, data) >= 0.9
+    assert msgs == [] and e.messages == []
+    assert set(e.algorithms) == {"DM"}
+    assert dev[-1] < 0.005 * dev[0]
+    assert dev[-1] < 5.0  # DM wanders a little on noisy data (best ~2)
+    assert _corr(e, data) >= 0.97
+
+
+def test_raar_recovers_phase(data):
+    e = _engine(data, raar_beta=0.75)
+    msgs = run_chain(e, parse_algorithm("RAAR**60"))
+    assert msgs == [] and set(e.algorithms) == {"RAAR"}
+    assert e.deviance[-1] < 1.5  # 1.17
+    assert _corr(e, data) >= 0.98  # 0.9999
+
+
+def test_raar_with_beta_one_is_dm_and_differs_otherwise(data):
+    runs = {}
+    for name, beta in (("DM", 0.75), ("RAAR", 1.0), ("RAAR", 0.75)):
+        e = _engine(data, raar_beta=beta)
+        run_chain(e, parse_algorithm(f"{name}**8"))
+        runs[name, beta] = e
+    dm, r1, r75 = runs["DM", 0.75], runs["RAAR", 1.0], runs["RAAR", 0.75]
+    np.testing.assert_array_equal(dm.obj, r1.obj)
+    np.testing.assert_array_equal(dm.probe, r1.probe)
+    assert dm.deviance == r1.deviance
+    assert np.abs(r75.obj - dm.obj).max() > 0.05
+    assert r75.deviance[3:] != dm.deviance[3:]
 
 
 def test_divergence_guard_logic():
@@ -90,38 +194,76 @@ def test_divergence_guard_logic():
     assert DivergenceGuard().update(float("nan"))
 
 
+def test_dm_guard_falls_back_to_ap():
+    """At 1e4 photons per frame DM wanders off (its deviance grows past 3 x its best for 5
+    iterations); the guard restores its best state and AP goes on from there."""
+    s = make(photons=1e4, **MISMATCH)
+    e = _engine(s)
+    msgs = run_chain(e, parse_algorithm("DM**40"))
+    assert len(msgs) == 1 and "DM diverged" in msgs[0] and "falling back to AP" in msgs[0]
+    assert e.messages == msgs
+    first_ap = e.algorithms.index("AP")  # 21
+    assert first_ap >= 6 and set(e.algorithms[:first_ap]) == {"DM"}
+    assert set(e.algorithms[first_ap:]) == {"AP"}
+    dev = np.array(e.deviance)
+    best = dev[:first_ap].min()  # 1.40
+    assert np.all(dev[first_ap - 5 : first_ap] > 3 * best)  # it did diverge
+    assert dev[first_ap] < 1.2 * best  # a (near-)best state was restored (1.53)
+    assert dev[-1] < best  # and AP improved on it (0.52)
+    assert _corr(e, s) >= 0.9  # 0.97
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
-def test_dm_guard_falls_back_to_ap(data):
+def test_dm_guard_stops_dm_on_non_finite_deviance(data):
     bad = data.intensities.copy()
     bad[3, 5, 5] = np.inf  # pathological data: the DM iterate blows up to NaN
-    e = Engine(bad, data.positions, _start_probe(data), data.obj.shape)
+    e = Engine(bad, data.given, data.model, data.obj.shape)
     msgs = run_chain(e, parse_algorithm("DM**10"))
-    assert len(msgs) == 1 and "DM diverged" in msgs[0] and "falling back to AP" in msgs[0]
-    first_ap = e.algorithms.index("AP")
-    assert first_ap >= 1 and set(e.algorithms[:first_ap]) == {"DM"}
-    assert set(e.algorithms[first_ap:]) == {"AP"}
-    assert e.messages == msgs
+    assert len(msgs) == 1 and "DM diverged" in msgs[0] and "deviance nan" in msgs[0]
+    assert e.algorithms[:2] == ["DM", "DM"] and set(e.algorithms[2:]) == {"AP"}
 
 
-def test_probe_modes_orthogonal_after_update(data):
-    rng = np.random.default_rng(3)
-    probe = np.concatenate(
-        [_start_probe(data), 0.2 * _start_probe(data) * rng.uniform(size=(1, 64, 64))]
-    )
-    probe = np.concatenate([probe, probe[1:] * np.exp(0.3j)]).astype(np.complex64)
-    e = Engine(data.intensities, data.positions, probe, data.obj.shape)
-    run_chain(e, parse_algorithm("AP**8"))
-    p = e.probe.reshape(3, -1).astype(np.complex128)
-    gram = p.conj() @ p.T
-    power = np.real(np.diag(gram))
-    off = np.abs(gram - np.diag(np.diag(gram)))
-    assert off.max() < 1e-3 * power.max()
-    assert np.all(np.diff(power) <= 0)  # strongest first
-    # total intensity is unchanged by the orthogonalisation
+def test_orthogonalize_modes_of_non_orthogonal_modes():
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((3, 16, 16)) + 1j * rng.standard_normal((3, 16, 16))
+    mix = np.array([[0.3, 0, 0], [0.8, 0.3, 0], [0.5j, 0.4, 1.0]])  # weak first, correlated
+    probe = np.einsum("kl,lij->kij", mix, base).astype(np.complex64)
+    g_in = _gram(probe)
+    assert np.abs(g_in[0, 1]) > 0.3 * np.sqrt(g_in[0, 0].real * g_in[1, 1].real)
     q = orthogonalize_modes(probe)
+    assert q.shape == probe.shape and q.dtype == np.complex64
+    # the incoherent sum is the same pixel by pixel
     np.testing.assert_allclose(
-        (np.abs(q) ** 2).sum(0), (np.abs(probe) ** 2).sum(0), rtol=1e-3, atol=1e-3
+        (np.abs(q) ** 2).sum(0), (np.abs(probe) ** 2).sum(0), rtol=1e-4, atol=1e-5
     )
+    g = _gram(q)
+    power = np.real(np.diag(g))
+    assert np.abs(g - np.diag(np.diag(g))).max() < 1e-5 * power.max()
+    assert np.all(np.diff(power) < 0)  # strongest first
+    # the powers are the eigenvalues of the input's Gram matrix, and the span is the same
+    np.testing.assert_allclose(power, np.sort(np.linalg.eigvalsh(g_in))[::-1], rtol=1e-4)
+    flat_in, flat_q = probe.reshape(3, -1).T, q.reshape(3, -1).T
+    coef = np.linalg.lstsq(flat_in, flat_q, rcond=None)[0]
+    assert np.abs(flat_in @ coef - flat_q).max() < 1e-4 * np.abs(flat_q).max()
+    one = probe[:1]
+    np.testing.assert_array_equal(orthogonalize_modes(one), one)
+
+
+def test_two_probe_modes_fit_partially_coherent_data():
+    """Data of a two-mode (partially coherent) true probe: two modes fit much better than
+    one, and come out orthogonal, strongest first."""
+    s = make(second_mode=0.3, mode_shift=2.0, **MISMATCH)
+    runs = {}
+    for k in (1, 2):
+        e = _engine(s, _with_weak_modes(s.model, k))
+        run_chain(e, parse_algorithm("AP**60"))
+        runs[k] = e
+    assert runs[2].deviance[-1] < 0.85 * runs[1].deviance[-1]  # 2.43 vs 3.32
+    g = _gram(runs[2].probe)
+    power = np.real(np.diag(g))
+    assert np.abs(g[0, 1]) < 1e-3 * power[0]
+    assert power[0] > power[1] > 0.03 * power.sum()  # 0.06 (truth: 0.29)
+    assert _corr(runs[2], s) >= 0.97
 
 
 def test_masked_pixels_keep_model_amplitude_and_leave_deviance():
@@ -148,46 +290,31 @@ def test_mask_protects_reconstruction_from_bad_pixels(data):
     mask = np.zeros((64, 64), bool)
     mask[[1, 5, 9, 40], [3, 7, 50, 2]] = True
     bad[:, mask] = 5e5  # hot pixels
-    e = Engine(bad, data.positions, _start_probe(data), data.obj.shape, mask=mask)
+    e = Engine(bad, data.given, data.model, data.obj.shape, mask=mask)
     run_chain(e, parse_algorithm("AP**40"))
-    assert e.deviance[-1] < 1.5
+    assert e.deviance[-1] < 4.0  # 2.6 (AP not yet converged)
+    assert _corr(e, data) >= 0.97  # 0.993
+
+
+# ML as a step of a chain; ML itself is tested in its own file.
+def test_ml_after_ap_improves_likelihood(data):
+    e = _engine(data)
+    run_chain(e, parse_algorithm("AP**20,ML**30"))
+    ml = np.array(e.deviance[20:])
+    assert e.algorithms[-1] == "ML"
+    assert ml[-1] <= ml[0]
     assert _corr(e, data) >= 0.95
 
 
-def test_position_refinement_reduces_position_errors():
-    s = make(n_side=7, poisson=False, jitter=0.0)
-    rng = np.random.default_rng(5)
-    wrong = s.positions + rng.uniform(-1.5, 1.5, s.positions.shape)
-    opts = EngineOptions(refine_positions=True, position_start=10, position_every=2)
-    e = Engine(s.intensities, wrong, s.probe[None], s.obj.shape, options=opts)
-    run_chain(e, parse_algorithm("AP**80"))
-
-    def err(p):
-        d = p - s.positions
-        return np.sqrt(((d - d.mean(0)) ** 2).sum(1).mean())
-
-    assert err(e.corners_px) < 0.5 * err(wrong)
-
-
-def test_background_and_scale_refinement_run(data):
-    inten = data.intensities * np.float32(1.0)
-    inten += np.random.default_rng(1).poisson(2.0, inten.shape).astype(np.float32)
-    opts = EngineOptions(update_background=True, refine_scale=True)
-    e = Engine(inten, data.positions, _start_probe(data), data.obj.shape, options=opts)
-    run_chain(e, parse_algorithm("AP**40"))
-    assert 1.0 < float(np.median(e.bg)) < 3.0
-    assert abs(float(e.scale.mean()) - 1) < 1e-5
-    assert _corr(e, data) >= 0.9
-
-
 def test_numba_and_generic_engines_agree(data, monkeypatch):
+    """The projection family on both kernel sets (ML's own file compares ML)."""
     if not kernels._HAS_NUMBA:
         pytest.skip("numba not installed")
     runs = []
     for flag in (True, False):
         monkeypatch.setattr(kernels, "_HAS_NUMBA", flag)
-        e = Engine(data.intensities, data.positions, _start_probe(data), data.obj.shape)
-        run_chain(e, parse_algorithm("AP**3,DM**2,ML**2"))
+        e = _engine(data)
+        run_chain(e, parse_algorithm("AP**3,DM**2,RAAR**2"))
         runs.append((np.array(e.deviance), e.obj))
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=2e-3)
     np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-2)
@@ -196,17 +323,18 @@ def test_numba_and_generic_engines_agree(data, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="needs a CUDA GPU with CuPy")
 def test_numpy_and_cupy_agree(data):
+    """The projection family on both array back-ends (ML's own file compares ML)."""
     import cupy
 
     out = []
     for xp in (np, cupy):
         e = Engine(
             xp.asarray(data.intensities),
-            xp.asarray(data.positions),
-            xp.asarray(_start_probe(data)),
+            xp.asarray(data.given),
+            xp.asarray(data.model),
             data.obj.shape,
         )
-        run_chain(e, parse_algorithm("AP**5,DM**3,ML**3"))
+        run_chain(e, parse_algorithm("AP**5,DM**3,RAAR**3"))
         out.append((np.array(e.deviance), cupy.asnumpy(e.obj) if xp is cupy else e.obj))
     np.testing.assert_allclose(out[0][0], out[1][0], rtol=2e-3)
     np.testing.assert_allclose(out[0][1], out[1][1], atol=1e-2)
@@ -219,9 +347,9 @@ warnings.simplefilter("error", NumbaPerformanceWarning)
 from synthetic_data import make
 from recon.algorithm_chain import parse_algorithm, run_chain
 from recon.algorithms import Engine
-s = make(n_side=3)
-e = Engine(s.intensities, s.positions, s.probe[None], s.obj.shape)
-run_chain(e, parse_algorithm("AP**1,DM**1,ML**1"))
+s = make(n_side=3, model_defocus_error=0.15)
+e = Engine(s.intensities, s.given, s.model, s.obj.shape)
+run_chain(e, parse_algorithm("AP**1,DM**1,RAAR**1,ML**1"))
 """
 
 
