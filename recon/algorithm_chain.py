@@ -161,10 +161,13 @@ def run_stage(
     st = engine.stage_state
     guard = st["guard"]
     for _ in range(count):
+        guarded = st["current"] in GUARDED
+        # the deviance an iteration returns is that of the state it started from
+        before = engine.snapshot() if guarded else None
         value = engine.iterate(st["current"])
-        if st["current"] in GUARDED:
+        if guarded:
             if math.isfinite(value) and value <= guard.best:
-                st["best"] = engine.snapshot()
+                st["best"] = before
             if guard.update(value):
                 msg = (
                     f"{name} diverged at iteration {engine.iteration} (deviance {value:.4g}, "

@@ -208,7 +208,7 @@ def test_dm_guard_falls_back_to_ap():
     dev = np.array(e.deviance)
     best = dev[:first_ap].min()  # 1.40
     assert np.all(dev[first_ap - 5 : first_ap] > 3 * best)  # it did diverge
-    assert dev[first_ap] < 1.2 * best  # a (near-)best state was restored (1.53)
+    assert dev[first_ap] == pytest.approx(best, rel=1e-4)  # the best state was restored
     assert dev[-1] < best  # and AP improved on it (0.52)
     assert _corr(e, s) >= 0.9  # 0.97
 

@@ -3,7 +3,7 @@ the data from a model that is out of focus."""
 
 import numpy as np
 import pytest
-from synthetic_data import ENERGY, N, PIXEL, make
+from synthetic_data import ENERGY, PIXEL, N, make
 
 from recon.algorithms import Engine
 from recon.geometry import wavelength_m
