@@ -15,7 +15,9 @@ Shapes used throughout:
 * ``good``: (n, n) bool, False on masked pixels; ``bg``: (n, n) float32 background;
   ``scale``: (M,) float32 per-frame intensity scale (monitor).
 
-Set ``SPTYCHO_NUMBA=0`` to force the generic code path on the CPU.
+On CuPy the modulus projections of AP, DM and RAAR run as fused CUDA kernels
+(:mod:`recon.cupy_kernels`), the rest as the generic code. Set ``SPTYCHO_NUMBA=0`` to force
+the generic code path on the CPU.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from recon.deviance import poisson_deviance
 
 #: Use the numba kernels for NumPy arrays (tests switch it off to compare the two paths).
 _HAS_NUMBA = nbk.AVAILABLE
+#: Use the fused CUDA kernels for CuPy arrays (tests switch it off to compare the two paths).
+_USE_FUSED_GPU = True
 
 #: Smallest model intensity (photons) used in divisions.
 TINY = np.float32(1e-12)
@@ -153,6 +157,30 @@ def _model_and_deviance(
     return mod, dev
 
 
+def _fused_gpu() -> bool:
+    """Use the fused CUDA kernels of :mod:`recon.cupy_kernels` (CuPy arrays only)."""
+    if not _USE_FUSED_GPU:
+        return False
+    from recon import cupy_kernels
+
+    return cupy_kernels.available()
+
+
+def _subset_deviance(
+    wave: Any, inten: Any, good: Any, bg: Any, scale: Any, deviance_every: int, j0: int
+) -> float:
+    """Unnormalised Poisson deviance of the selected frames only (see
+    :func:`fourier_project`), without the model of the others."""
+    xp = get_xp(wave)
+    rows = xp.nonzero((xp.arange(wave.shape[0]) + j0) % deviance_every == 0)[0]
+    if int(rows.size) == 0:
+        return 0.0
+    w = wave[rows]
+    a2 = (w.real**2 + w.imag**2).sum(axis=1)
+    mod = xp.maximum(scale[rows][:, None, None] * a2 + bg, TINY)
+    return poisson_deviance(inten[rows], mod, ~good, normalise=False)
+
+
 def _modulus_factor(inten: Any, mod: Any, good: Any) -> Any:
     """(M, n, n) float32 ``sqrt(I / M)`` on good pixels, 1 on masked ones."""
     xp = get_xp(inten)
@@ -214,6 +242,15 @@ def fourier_project(
             nbk.projection_family(flat, _flat(psi), inten2, keep, b, scale, *coefs)
         else:
             nbk.modulus_project(flat, inten2, keep, b, scale)
+        return dev
+    if xp is not np and ratio is None and _fused_gpu():
+        from recon import cupy_kernels
+
+        dev = _subset_deviance(wave, inten, good, bg, scale, deviance_every, j0)
+        if psi is None:
+            cupy_kernels.modulus_project(wave, inten, good, bg, scale)
+        else:
+            cupy_kernels.projection_family(wave, psi, inten, good, bg, scale, coefs)
         return dev
     mod, dev = _model_and_deviance(wave, inten, good, bg, scale, deviance_every, j0)
     if ratio is not None:
