@@ -250,10 +250,8 @@ class Engine:
         -------
         rms shift applied (pixels); see :func:`recon.position_refinement.refine_corners`
         """
-        shift = refine_corners(self)
-        if self.ml_state is not None:  # the search directions belong to the old geometry
-            self.ml_state = {"mu": self.ml_state.get("mu", 0.0)}
-        return shift
+        # ML keeps its search state: its line search re-checks descent on the new geometry
+        return refine_corners(self)
 
     def positions_due(self) -> bool:
         """True when this iteration starts with a position refinement."""

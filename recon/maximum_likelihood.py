@@ -1,25 +1,28 @@
 """One maximum-likelihood iteration of the engine (Thibault & Guizar-Sicairos, *New J. Phys.*
 14, 063004 (2012), doi:10.1088/1367-2630/14/6/063004).
 
-Preconditioned nonlinear conjugate gradient (Polak-Ribiere, restarted when ``beta < 0``) on
+Preconditioned nonlinear conjugate gradient (Polak-Ribiere+, restarted when ``beta < 0``) on
 the negative log-likelihood of object and probe plus a quadratic smoothness penalty ``mu |D
 O|^2`` on the object (``D``: forward differences). The likelihood is Poisson, ``L = sum (M - I
 ln M)``, or Gaussian on the amplitudes, ``L = sum (sqrt M - sqrt I)^2``
-(:attr:`EngineOptions.noise_model`; :mod:`recon.ml_kernels`).
+(:attr:`EngineOptions.noise_model`; :mod:`recon.ml_kernels`). The preconditioners are the
+diagonals of the Gauss-Newton normal operators: ``sum |P|^2`` (plus the penalty's ``4 mu``) for
+the object and ``sum |O|^2`` for the probe.
 
-Every accepted step lowers the objective: the step starts at the Newton step of the exact
-second-order expansion along the line (the ``dP dO`` term of the exit waves included) and is
-shortened until the exact objective decreases enough (:mod:`recon.ml_line_search`). When the
-conjugate direction finds no decrease the iteration retries along the preconditioned steepest
-descent; when that fails too the state is left unchanged. The probe modes are orthogonalised
-every :attr:`EngineOptions.ml_orthogonalize_every` iterations and the object amplitude is
-clipped to :attr:`EngineOptions.max_object_amplitude` (when set) after the step; both restart
-or perturb the conjugate directions, and neither is part of the descent guarantee.
+Every accepted step lowers the objective: :mod:`recon.ml_line_search` evaluates the exact
+objective along the line (the ``dP dO`` term of the exit waves included) and accepts only a
+sufficient decrease. When the conjugate direction finds none the iteration retries along the
+preconditioned steepest descent; when that fails too the state is left unchanged. After the
+step the object amplitude is clipped to :attr:`EngineOptions.max_object_amplitude` (when set)
+and every :attr:`EngineOptions.ml_orthogonalize_every` iterations the probe modes are
+orthogonalised (:func:`recon.probe_modes.orthogonalize_modes`, which leaves the model
+unchanged), restarting the conjugate directions; the clip is outside the descent guarantee.
 
-The engine keeps the search history in ``engine.ml_state`` (a dict: ``mu`` and, after an
-iteration, ``d_o``, ``d_p``, ``z_o``, ``z_p``, ``gz``, ``probe_on``, ``objective``, ``step``);
-any of the direction keys may be missing (e.g. after a position refinement), which restarts
-along the steepest descent.
+The engine keeps the search history in ``engine.ml_state``, a dict: ``mu`` and, after an
+iteration, ``d_o``, ``d_p``, ``z_o``, ``z_p``, ``gz``, ``probe_on`` (the directions), ``step``,
+``last_slope`` (the last line search) and ``objective`` (its value at the iteration's start).
+Any key but ``mu`` may be missing (after a position refinement, say): the iteration then
+restarts along the steepest descent.
 """
 
 from __future__ import annotations

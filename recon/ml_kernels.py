@@ -166,6 +166,7 @@ def ml_line_frames(
     bg: Any,
     scale: Any,
     noise_model: str = "poisson",
+    relative: bool = False,
 ) -> Any:
     """The ML objective and its derivatives at ``g`` along a line of
     :func:`ml_line_coefficients`, frame by frame.
@@ -181,11 +182,13 @@ def ml_line_frames(
     g : step along the line
     inten, good, bg, scale : see :func:`fourier_project`
     noise_model : ``poisson`` or ``gaussian``
+    relative : give ``L(g) - L(0)`` instead of ``L(g)``, formed from ``M(g) - M(0)`` so that
+        it keeps its precision for tiny steps (float32 terms)
 
     Returns
     -------
-    (M, 4) float64 per frame: objective, its first and second derivative in ``g`` and the
-    Gauss-Newton part of the second derivative
+    (M, 4) float64 per frame: objective (or its change), its first and second derivative in
+    ``g`` and the Gauss-Newton part of the second derivative
     """
     gaussian = is_gaussian(noise_model)
     xp = get_xp(coef)
@@ -195,17 +198,27 @@ def ml_line_frames(
         keep = good.astype(np.float32).ravel()
         flat = coef.reshape(coef.shape[0], m, -1)
         args = (inten.reshape(m, -1), keep, bg.ravel(), scale)
-        nbk.ml_line_values(flat, float(g), *args, gaussian, out)
+        nbk.ml_line_values(flat, float(g), *args, gaussian, relative, out)
         return out
     g32 = np.float32(g)
-    q = dq = ddq = xp.zeros(coef.shape[1:], np.float32)
-    for t in range(coef.shape[0] - 1, -1, -1):  # Horner with first and second derivatives
-        ddq = ddq * g32 + 2 * dq
-        dq = dq * g32 + q
-        q = q * g32 + coef[t]
+    r = dr = ddr = xp.zeros(coef.shape[1:], np.float32)
+    for t in range(coef.shape[0] - 1, 0, -1):  # r(g) = (q(g) - q(0)) / g, Horner
+        ddr = ddr * g32 + 2 * dr
+        dr = dr * g32 + r
+        r = r * g32 + coef[t]
+    dq, ddq = r + g32 * dr, 2 * dr + g32 * ddr
     s = scale[:, None, None]
-    mod = xp.maximum(s * q + bg, TINY)
+    inc = s * r * g32  # s (q(g) - q(0))
+    base = s * coef[0] + bg
+    m0 = xp.maximum(base, TINY)
+    mod = xp.maximum(base + inc, TINY)
     val, f1, f2 = _ml_pixel_terms(xp, inten, mod, gaussian)
+    if relative:
+        delta = xp.where((base >= TINY) & (base + inc >= TINY), inc, mod - m0)
+        if gaussian:
+            val = delta - 2 * xp.sqrt(inten) * delta / (xp.sqrt(mod) + xp.sqrt(m0))
+        else:
+            val = delta - inten * xp.log1p(delta / m0)
     dm = s * dq
     gn = f2 * dm * dm
     terms = (val, f1 * dm, gn + f1 * s * ddq, gn)
@@ -220,8 +233,9 @@ def ml_line_values(
     bg: Any,
     scale: Any,
     noise_model: str = "poisson",
+    relative: bool = False,
 ) -> tuple[float, float, float, float]:
-    """:func:`ml_line_frames` summed over the frames: (objective, first and second
-    derivative, Gauss-Newton part of the second derivative) as floats."""
-    totals = ml_line_frames(coef, g, inten, good, bg, scale, noise_model).sum(axis=0)
-    return tuple(float(v) for v in totals)  # type: ignore[return-value]
+    """:func:`ml_line_frames` summed over the frames: (objective or its change, first and
+    second derivative, Gauss-Newton part of the second derivative) as floats."""
+    frames = ml_line_frames(coef, g, inten, good, bg, scale, noise_model, relative)
+    return tuple(float(v) for v in frames.sum(axis=0))  # type: ignore[return-value]

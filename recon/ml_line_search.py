@@ -5,15 +5,20 @@ Along a search direction ``(dO, dP)`` the exit waves are quadratic in the step `
     psi(g) = (P + g dP)(O + g dO) = psi0 + g psi1 + g^2 psi2,
 
 ``psi1 = dP O + P dO`` and ``psi2 = dP dO`` (Thibault & Guizar-Sicairos, *New J. Phys.* 14,
-063004 (2012), doi:10.1088/1367-2630/14/6/063004, keep the same expansion). :class:`SearchLine`
+063004 (2012), doi:10.1088/1367-2630/14/6/063004, use the same expansion). :class:`SearchLine`
 Fourier transforms the three waves once and keeps, per pixel, the coefficients of the quartic
-model ``M(g)`` (:func:`recon.ml_kernels.ml_line_coefficients`), so the exact objective at any
-trial step costs one element-wise pass and no FFT. When the frames do not fit in one chunk the
-coefficients are not kept and each trial is a forward pass of the trial object and probe.
+model ``M(g)`` (:func:`recon.ml_kernels.ml_line_coefficients`), so the exact objective and its
+first two derivatives at any trial step cost one element-wise pass and no FFT. Where the
+coefficients of all frames would take too much memory each trial recomputes them chunk by
+chunk (same numbers, three FFTs per chunk).
 
-:func:`backtrack` starts from the Newton step of the second-order expansion (``psi2``
-included) and halves it, or better interpolates, until the Armijo condition holds (Nocedal &
-Wright, *Numerical Optimization*, 2nd ed. (2006), Sec. 3.1 and 3.5).
+:func:`line_minimum` starts from the Newton step of that exact second-order expansion (or the
+last accepted step scaled by the slopes, when larger), then takes safeguarded Newton steps
+along the exact objective until the strong Wolfe conditions hold, never accepting a step that
+does not lower the objective (Nocedal & Wright, *Numerical Optimization*, 2nd ed. (2006),
+Sec. 3.1, 3.4 and 3.5). The Poisson objective is far from quadratic where the model is near
+zero (a flat first object), so its Newton step from ``g = 0`` can be orders of magnitude too
+short; the search grows it by up to :data:`EXPAND` per trial.
 """
 
 from __future__ import annotations
@@ -194,20 +199,22 @@ class SearchLine:
             f2 = fft2c(w2, overwrite=True)
         return ml_line_coefficients(f0, f1, f2)
 
-    def _frames(self, g: float) -> Any:
-        """(N, 4) float64 per frame: data objective, its two derivatives and the
-        Gauss-Newton part of the second, at ``g``."""
+    def _frames(self, g: float, relative: bool = False) -> Any:
+        """(N, 4) float64 per frame: data objective (its change from ``g = 0`` when
+        ``relative``), its two derivatives and the Gauss-Newton part of the second, at
+        ``g``."""
         e = self.engine
         parts = []
         for i, (sl, geom) in enumerate(e.chunks):
             coef = self._coefficients(sl, geom) if self.coefs is None else self.coefs[i]
-            parts.append(ml_line_frames(coef, g, *e.frame_data(sl), self.noise_model))
+            frames = e.frame_data(sl)
+            parts.append(ml_line_frames(coef, g, *frames, self.noise_model, relative))
         return parts[0] if len(parts) == 1 else e.xp.concatenate(parts)
 
-    def _sums(self, g: float, frames: Any = None) -> tuple[float, float, float, float]:
-        """(objective, derivative, second derivative, its Gauss-Newton part) at ``g``, data
-        (``frames`` of :meth:`_frames` when given) and penalty."""
-        totals = to_numpy((self._frames(g) if frames is None else frames).sum(axis=0))
+    def _sums(self, g: float, frames: Any) -> tuple[float, float, float, float]:
+        """(objective, derivative, second derivative, its Gauss-Newton part) at ``g``: the
+        data sums of :meth:`_frames` plus the penalty."""
+        totals = to_numpy(frames.sum(axis=0))
         p0, p1, p2 = self.penalty
         totals += (p0 + 2 * g * p1 + g * g * p2, 2 * (p1 + g * p2), 2 * p2, 2 * p2)
         return float(totals[0]), float(totals[1]), float(totals[2]), float(totals[3])
@@ -218,8 +225,14 @@ class SearchLine:
         return 2 * float(self.frames0[::every, 0].sum())
 
     def evaluate(self, g: float) -> tuple[float, float, float]:
-        """Exact objective (data + penalty) at step ``g`` and its first two derivatives."""
-        return self._sums(g)[:3]
+        """Exact objective (data + penalty) at step ``g`` and its first two derivatives.
+
+        The objective is ``phi0`` plus its change from ``g = 0``, evaluated from the change
+        of the model (precise for the tiny first steps from a flat object).
+        """
+        value, slope, curvature, _ = self._sums(g, self._frames(g, relative=True))
+        p0 = self.penalty[0]
+        return self.phi0 + value - p0, slope, curvature
 
     def newton_step(self) -> float:
         """``-slope / curvature`` (the Gauss-Newton curvature where the full one is not

@@ -325,88 +325,108 @@ if AVAILABLE:
                         c4[x] += c.real * c.real + c.imag * c.imag
 
     @_helper
-    def _line_model(coef, j, g, s, bg, mm, dm, ddm):  # pragma: no cover
-        """Model of frame j at step g and its derivatives: mm = max(s q(g) + bg, 1e-12),
-        dm = s q'(g), ddm = s q''(g) with q(g) = sum_t coef[t, j] g^t (T = 1, 3 or 5)."""
+    def _line_model(coef, j, g, s, bg, m0, mm, delta, dm, ddm):  # pragma: no cover
+        """Frame j along a line: m0 = M(0), mm = M(g), delta = M(g) - M(0), dm = M'(g), ddm
+        = M''(g) with ``M(g) = max(s q(g) + bg, 1e-12)`` and ``q(g) = sum_t coef[t, j]
+        g^t`` (T = 1, 3 or 5). The difference is formed from the polynomial's increment, so
+        it keeps its relative precision however small the step."""
         nc = coef.shape[0]
         tiny = np.float32(1e-12)
         zero = np.float32(0.0)
         two = np.float32(2.0)
+        c0 = coef[0, j]
         if nc == 5:
-            three = np.float32(3.0)
-            four = np.float32(4.0)
-            six = np.float32(6.0)
-            twelve = np.float32(12.0)
+            c1 = coef[1, j]
+            c2 = coef[2, j]
+            c3 = coef[3, j]
+            c4 = coef[4, j]
+            k3 = np.float32(3.0)
+            k4 = np.float32(4.0)
+            k6 = np.float32(6.0)
+            k12 = np.float32(12.0) * g
             for x in range(mm.size):
-                c1 = coef[1, j, x]
-                c2 = coef[2, j, x]
-                c3 = coef[3, j, x]
-                c4 = coef[4, j, x]
-                q = coef[0, j, x] + g * (c1 + g * (c2 + g * (c3 + g * c4)))
-                mm[x] = max(s * q + bg[x], tiny)
-                dm[x] = s * (c1 + g * (two * c2 + g * (three * c3 + g * four * c4)))
-                ddm[x] = s * (two * c2 + g * (six * c3 + g * twelve * c4))
+                delta[x] = s * g * (c1[x] + g * (c2[x] + g * (c3[x] + g * c4[x])))
+                dm[x] = s * (c1[x] + g * (two * c2[x] + g * (k3 * c3[x] + g * k4 * c4[x])))
+                ddm[x] = s * (two * c2[x] + g * (k6 * c3[x] + k12 * c4[x]))
         elif nc == 3:
+            c1 = coef[1, j]
+            c2 = coef[2, j]
             for x in range(mm.size):
-                c1 = coef[1, j, x]
-                c2 = coef[2, j, x]
-                mm[x] = max(s * (coef[0, j, x] + g * (c1 + g * c2)) + bg[x], tiny)
-                dm[x] = s * (c1 + two * g * c2)
-                ddm[x] = s * two * c2
+                delta[x] = s * g * (c1[x] + g * c2[x])
+                dm[x] = s * (c1[x] + two * g * c2[x])
+                ddm[x] = s * two * c2[x]
         else:
             for x in range(mm.size):
-                mm[x] = max(s * coef[0, j, x] + bg[x], tiny)
+                delta[x] = zero
                 dm[x] = zero
                 ddm[x] = zero
+        for x in range(mm.size):
+            base = s * c0[x] + bg[x]
+            m0[x] = max(base, tiny)
+            mm[x] = max(base + delta[x], tiny)
+            if base < tiny or base + delta[x] < tiny:
+                delta[x] = mm[x] - m0[x]
 
     @_parallel
-    def ml_line_values(coef, g, inten, keep, bg, scale, gaussian, out):  # pragma: no cover
+    def ml_line_values(
+        coef, g, inten, keep, bg, scale, gaussian, relative, out
+    ):  # pragma: no cover
         """out[j] = (L, dL/dg, d2L/dg2, Gauss-Newton part of d2L/dg2) of frame j at g.
 
         The model is ``M(g) = max(scale (sum_t coef[t] g^t) + bg, 1e-12)`` (coefficients
         of :func:`ml_line_coefficients`). ``L`` is the Poisson half deviance ``M - I + I
         ln(I / M)`` (the terms of :func:`deviance_rows`) or, with ``gaussian``, ``(sqrt M -
-        sqrt I)^2``, summed over the good pixels.
+        sqrt I)^2``, summed over the good pixels; with ``relative``, ``L(g) - L(0)`` instead
+        of ``L(g)`` (formed from ``M(g) - M(0)``: precise for tiny steps).
         """
         nc, m, p = coef.shape
         gg = np.float32(g)
         one = np.float32(1.0)
+        two = np.float32(2.0)
         half = np.float32(0.5)
         for j in _prange(m):
+            m0 = np.empty(p, np.float32)
             mm = np.empty(p, np.float32)
+            delta = np.empty(p, np.float32)
             dm = np.empty(p, np.float32)
             ddm = np.empty(p, np.float32)
-            _line_model(coef, j, gg, scale[j], bg, mm, dm, ddm)
+            _line_model(coef, j, gg, scale[j], bg, m0, mm, delta, dm, ddm)
+            # v: the objective terms; f1, f2: dL/dM and d2L/dM2 (in m0 and delta, reused)
+            v = np.zeros(p, np.float32)
+            for x in range(p):
+                i = inten[j, x]
+                if gaussian:
+                    si = np.sqrt(i)
+                    sm = np.sqrt(mm[x])
+                    if relative:
+                        v[x] = delta[x] - two * si * delta[x] / (sm + np.sqrt(m0[x]))
+                    else:
+                        v[x] = (sm - si) * (sm - si)
+                    q = si / sm
+                    m0[x] = one - q
+                    delta[x] = half * q / mm[x]
+                else:
+                    if relative:
+                        v[x] = delta[x]
+                        if i > 0:
+                            v[x] -= i * np.log1p(delta[x] / m0[x])
+                    else:
+                        v[x] = mm[x] - i
+                        if i > 0:  # most high-angle pixels count nothing: skip the logarithm
+                            v[x] += i * np.log(i / mm[x])
+                    r = i / mm[x]
+                    m0[x] = one - r
+                    delta[x] = r / mm[x]
             acc = 0.0
             d1 = 0.0
             d2 = 0.0
             gn = 0.0
-            if gaussian:
-                for x in range(p):
-                    i = inten[j, x]
-                    kp = keep[x]
-                    q = np.sqrt(i / mm[x])
-                    a = np.sqrt(mm[x]) - np.sqrt(i)
-                    f1 = kp * (one - q)
-                    f2 = kp * half * q / mm[x] * dm[x] * dm[x]
-                    acc += kp * a * a
-                    d1 += f1 * dm[x]
-                    d2 += f1 * ddm[x]
-                    gn += f2
-            else:
-                for x in range(p):
-                    i = inten[j, x]
-                    kp = keep[x]
-                    r = i / mm[x]
-                    v = mm[x] - i
-                    if i > 0:  # most high-angle pixels count nothing: skip their logarithm
-                        v += i * np.log(r)
-                    f1 = kp * (one - r)
-                    f2 = kp * r / mm[x] * dm[x] * dm[x]
-                    acc += kp * v
-                    d1 += f1 * dm[x]
-                    d2 += f1 * ddm[x]
-                    gn += f2
+            for x in range(p):
+                kp = keep[x]
+                acc += kp * v[x]
+                d1 += kp * m0[x] * dm[x]
+                d2 += kp * m0[x] * ddm[x]
+                gn += kp * delta[x] * dm[x] * dm[x]
             out[j, 0] = acc
             out[j, 1] = d1
             out[j, 2] = d2 + gn
