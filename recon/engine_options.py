@@ -62,4 +62,5 @@ class EngineOptions:
             raise ValueError(
                 f"unknown noise_model {self.noise_model!r}: use 'poisson' or 'gaussian'"
             )
+
     deviance_frames: int = 32

@@ -142,7 +142,7 @@ class Reconstruction:
         self.auto_choice = choice
         self.steps = parse_algorithm(choice.chain)
         self.algorithm = choice.chain
-        eng.opts = replace(eng.opts, refine_positions=choice.refine_positions)
+        eng.opts = replace(eng.opts, **choice.options)
         eng.messages[:] = [msg for msg in eng.messages if not msg.startswith("auto: ")]
         eng.messages.insert(0, choice.message())
 
