@@ -31,7 +31,9 @@ def demo(
     host: str = typer.Option("127.0.0.1", help="Address of the live page."),
     data_dir: Path = typer.Option(Path("sptycho-demo"), help="Frames, catalog and exports."),
     key: str | None = typer.Option(None, envvar="SPTYCHO_API_KEY", help="Operators' key."),
-    algorithm: str = typer.Option("AP**100", help="Reconstruction chain of the worker."),
+    algorithm: str = typer.Option(
+        "auto", help="Reconstruction chain of the worker ('auto': chosen from the data)."
+    ),
     frame_size: int = typer.Option(128, help="Frame width (binned pixels)."),
     timeout: float = typer.Option(900.0, help="With --exit-when-done: give up after (s)."),
 ) -> None:

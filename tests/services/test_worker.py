@@ -147,7 +147,7 @@ def test_deploy_file_loads():
     from pathlib import Path
 
     s = load_settings(Path(__file__).resolve().parents[2] / "deploy" / "worker.yml")
-    assert s.algorithm == "AP**100" and s.executor == "local" and s.max_concurrent == 1
+    assert s.algorithm == "auto" and s.executor == "local" and s.max_concurrent == 1
 
 
 def test_continuous_blur_is_read_from_the_runs_acquisition_metadata():
