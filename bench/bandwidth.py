@@ -14,9 +14,10 @@ and writes it once:
 
 The object, the probes and their accumulators (a few MB, cache-resident) are not counted, so
 the bandwidth floor ``bytes / bandwidth`` is a lower bound. On the CPU the engine runs the
-fused numba kernels that the model describes; CuPy runs the generic element-wise code, whose
-temporaries are not counted, so there the measured time over the floor also shows what fusing
-the kernels would gain. Per iteration (one chunk, probe updated; ``d`` is
+fused numba kernels that the model describes; on CuPy the modulus projections of AP, DM and
+RAAR are fused CUDA kernels (``recon/cupy_kernels.py``) and the rest is generic element-wise
+code, whose temporaries are not counted, so there the measured time over the floor also shows
+what fusing the remaining kernels would gain. Per iteration (one chunk, probe updated; ``d`` is
 ``Engine.deviance_every``: the deviance reads every d-th frame, ``1/d`` S and F more):
 
 =========  =====================================================  ===========  =========
@@ -46,8 +47,8 @@ for them the figure counts passes over the waves rather than traffic to memory, 
 over the bandwidth floor measures the per-batch overhead.
 
 With several chunks (stack above ``EngineOptions.chunk_bytes``) the probe update of AP makes
-its waves again (exit waves, FFT, projection with the deviance of every frame, inverse FFT:
-``4 + 4`` S and 2 F more), that of DM/RAAR copies ``psi`` and transforms it back
+its waves again (exit waves, FFT, projection, inverse FFT: ``4 + 4`` S and 1 F more), that
+of DM/RAAR copies ``psi`` and transforms it back
 (``2 + 2`` S), and ML makes ``psi0`` again for the line search and a forward pass per trial
 instead of keeping the coefficients.
 
@@ -134,7 +135,6 @@ _CHUNKED = {
     "AP": (
         ("probe pass: exit waves", 0, 1, 0),
         ("probe pass: FFT", 1, 1, 0),
-        ("probe pass: deviance of every frame", 1, 0, 1),
         ("probe pass: modulus projection", 1, 1, 1),
         ("probe pass: inverse FFT", 1, 1, 0),
     ),

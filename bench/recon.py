@@ -121,8 +121,8 @@ class PeakMemory:
 
 
 def two_ffts(stack: Any) -> Any:
-    """One forward and one inverse FFT of the (N, K, n, n) complex64 stack (in place on the
-    CPU); returns the result."""
+    """One forward and one inverse FFT of the (N, K, n, n) complex64 stack (in place);
+    returns the result."""
     return ifft2c(fft2c(stack, overwrite=True), overwrite=True)
 
 

@@ -1,11 +1,11 @@
-"""The ptychographic reconstruction engine: AP, DM and ML on one array back-end.
+"""The ptychographic reconstruction engine: state and dispatch of every algorithm on one
+array back-end (AP, DM, RAAR: :mod:`recon.projection_family`; ePIE, rPIE: :mod:`recon.pie`;
+ML: :mod:`recon.maximum_likelihood`).
 
-* **AP**, alternating projections: the Fourier (modulus) projection of every frame, then a
-  regularised least-squares update of the object and the probe modes from all frames at once
-  (Marchesini et al., *Inverse Problems* 32, 044003 (2016), doi:10.1088/0266-5611/32/4/044003).
-* **DM**, difference map (Thibault et al., *Ultramicroscopy* 109, 338 (2009),
-  doi:10.1016/j.ultramic.2008.12.011) in Fourier space: two stack FFTs per iteration.
-* **ML**, Poisson maximum likelihood (:mod:`recon.maximum_likelihood`).
+The engine holds the frames, the geometry (patch corners, sub-pixel bins, chunks), the
+object, the probe modes, background and per-frame scale, the caches (shifted probes,
+illumination, work stacks) and the least-squares object and probe updates the algorithms
+share; each algorithm is its own module.
 
 Also: orthogonal incoherent probe modes (:mod:`recon.probe_modes`), position refinement
 (:mod:`recon.position_refinement`), background and per-frame scale refinement, and a bad-pixel
@@ -284,15 +284,15 @@ class Engine:
         self._psi = None
         return pie_iteration(self, name)
 
-    def snapshot(self) -> tuple[Any, Any, Any]:
-        """Copies of (object, probe, background)."""
-        return self.obj.copy(), self.probe.copy(), self.bg.copy()
+    def snapshot(self) -> tuple[Any, ...]:
+        """Copies of (object, probe, background, patch corners, per-frame scale)."""
+        return tuple(a.copy() for a in (self.obj, self.probe, self.bg, self.corners_px, self.scale))
 
-    def restore(self, snap: tuple[Any, Any, Any]) -> None:
-        """Go back to a :meth:`snapshot`."""
-        self.obj, self.probe, self.bg = (a.copy() for a in snap)
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        """Go back to a :meth:`snapshot` (the frames must be the same)."""
+        self.obj, self.probe, self.bg, self.corners_px, self.scale = (a.copy() for a in snap)
         self._reset_iterates()
-        self.invalidate_probe()
+        self.set_geometry()
 
     def _reset_iterates(self) -> None:
         """Forget the DM iterate and the ML search history (after the state changed)."""

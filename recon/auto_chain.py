@@ -29,11 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.spatial import cKDTree
+
+from recon.probe_focus import central_frames
 
 #: Scattering strength above which the data count as strongly scattering.
 STRONG_SCATTERING = 0.3
 #: Photons per frame below which ML gets more iterations.
 FEW_PHOTONS = 1e5
+#: Frames (nearest the middle of the scan) the photons and scattering strength come from.
+MEASURED_FRAMES = 128
 #: Photons per frame above which ML runs without its smoothness prior.
 MANY_PHOTONS = 1e6
 
@@ -76,9 +81,9 @@ def scattering_strength(intensities: np.ndarray, good: np.ndarray) -> float:
     ``sqrt(max(0, sum_x (var_x - mean_x)) / sum_x mean_x^2)`` over good pixels (Poisson
     variance equals the mean, so pure noise gives about 0)
     """
-    frames = np.asarray(intensities, np.float64)[:, good]
-    mean = frames.mean(axis=0)
-    excess = float((frames.var(axis=0) - mean).sum())
+    frames = np.asarray(intensities, np.float32)[:, good]
+    mean = frames.mean(axis=0, dtype=np.float64)
+    excess = float((frames.var(axis=0, dtype=np.float64) - mean).sum())
     return float(np.sqrt(max(0.0, excess) / max(float((mean**2).sum()), 1e-30)))
 
 
@@ -97,9 +102,8 @@ def scan_overlap(corners_px: np.ndarray, probe: np.ndarray) -> float:
     pos = np.asarray(corners_px, np.float64)
     if len(pos) < 2:
         return 1.0
-    d2 = ((pos[:, None] - pos[None]) ** 2).sum(-1)
-    np.fill_diagonal(d2, np.inf)
-    step = float(np.median(np.sqrt(d2.min(axis=1))))
+    distances, _ = cKDTree(pos).query(pos, k=2)
+    step = float(np.median(distances[:, 1]))
     power = (np.abs(np.asarray(probe)) ** 2).sum(axis=0)
     bright = int((power >= 0.1 * power.max()).sum())
     spot = 2.0 * np.sqrt(bright / np.pi)
@@ -107,7 +111,10 @@ def scan_overlap(corners_px: np.ndarray, probe: np.ndarray) -> float:
 
 
 def measure(intensities: Any, mask: Any, corners_px: Any, probe: Any) -> DataMeasures:
-    """The numbers :func:`choose_chain` decides on (NumPy arrays, or any with ``asarray``).
+    """The numbers :func:`choose_chain` decides on (NumPy arrays).
+
+    Photons and scattering strength come from the :data:`MEASURED_FRAMES` frames nearest the
+    middle of the scan, the overlap from all positions (k-d tree): the cost is bounded.
 
     Parameters
     ----------
@@ -116,14 +123,15 @@ def measure(intensities: Any, mask: Any, corners_px: Any, probe: Any) -> DataMea
     corners_px : (N, 2) float patch corners (pixels)
     probe : (K, n, n) complex64 probe model
     """
-    inten = np.asarray(intensities)
+    pick = central_frames(corners_px, MEASURED_FRAMES)
+    inten = np.asarray(intensities)[pick]
     good = ~np.asarray(mask, bool)
     photons = float(np.median(inten[:, good].sum(axis=1))) if len(inten) else 0.0
     return DataMeasures(
         photons_per_frame=photons,
         scattering_strength=scattering_strength(inten, good) if len(inten) > 1 else 0.0,
         overlap=scan_overlap(corners_px, probe),
-        frames=len(inten),
+        frames=len(corners_px),
     )
 
 

@@ -56,11 +56,10 @@ class EngineOptions:
     pie_batch: int = 1
     noise_model: str = "poisson"
     ml_orthogonalize_every: int = 10
+    deviance_frames: int = 32
 
     def __post_init__(self) -> None:
         if self.noise_model not in ("poisson", "gaussian"):
             raise ValueError(
                 f"unknown noise_model {self.noise_model!r}: use 'poisson' or 'gaussian'"
             )
-
-    deviance_frames: int = 32

@@ -90,7 +90,7 @@ def refine_corners(engine: Engine) -> float:
 
     The shifts of :func:`corner_shifts` are clipped to ``position_max_step``; their affine
     part (mean, scale, rotation, shear: a least-squares fit ``delta ~ A p + b`` over the
-    nominal positions ``p``) is removed, so that the object neither drifts nor stretches with
+    current positions ``p``) is removed, so that the object neither drifts nor stretches with
     a probe model of the wrong size, and the corners are kept inside the object.
 
     Returns

@@ -105,10 +105,11 @@ def search_focus(
     """Choose the propagation of ``engine``'s probe that fits the data best.
 
     Candidates are ``0, +-half_range/2, +-half_range``, then, up to ``refinements`` times,
-    the vertex of the parabola through the best and its two neighbours (or one more half
-    range out when the best is at an end, up to three half ranges). Each runs ``iterations``
-    AP iterations (probe updates from the second, positions not refined) from a flat object,
-    on the ``max_frames`` frames nearest the middle of the scan. ``engine`` itself is not changed.
+    the vertex of the parabola through the best and its two neighbours (or one step of
+    ``half_range/2`` further out when the best is at an end, up to three half ranges). Each
+    runs ``iterations`` AP iterations (probe updates from the second, positions not refined)
+    from a flat object, on the ``max_frames`` frames nearest the middle of the scan.
+    ``engine`` itself is not changed.
 
     Parameters
     ----------

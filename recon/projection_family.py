@@ -16,8 +16,10 @@ RAAR       1        beta      1 - 2 beta  beta
 =========  =======  ========  ==========  ======
 
 AP (Marchesini et al., *Inverse Problems* 32, 044003 (2016)) keeps no iterate: ``x = P_F(w)``.
-DM is Thibault et al., *Ultramicroscopy* 109, 338 (2009); RAAR is Luke, *Inverse Problems* 21,
-37 (2005), ``x <- beta/2 (R_F R_O + 1) x + (1 - beta) P_O x`` (``beta = 1`` is DM). The same
+DM is Thibault et al., *Ultramicroscopy* 109, 338 (2009); RAAR is Luke's (*Inverse Problems*
+21, 37 (2005)) with the two constraints in the order where ``beta = 1`` is Thibault's DM:
+``x <- beta/2 (R_F R_O + 1) x + (1 - beta) P_O x`` (``R = 2 P - 1``, overlap projection
+``P_O`` applied first). The same
 update with ``EngineOptions.raar_beta`` between 0.5 and 1 damps DM's wandering on weak
 scatterers.
 

@@ -74,7 +74,8 @@ class Reconstruction:
     data : a :class:`recon.cxi.Ptychogram` (prepared here) or :class:`PreparedData`
     algorithm : chain such as ``"AP**150,ML**50"`` run by :meth:`run`, or ``"auto"``: a
         chain chosen from the data (:mod:`recon.auto_chain`; chosen again when frames are
-        added before the chain starts), named in :attr:`algorithm` and in the messages
+        added before the chain starts, at its first step), named in :attr:`algorithm` and in
+        the messages
     probe_modes : incoherent probe modes (only when ``data`` is a Ptychogram)
     backend : ``auto``, ``numpy`` or ``cupy``
     frame_size, binning, threshold : passed to :func:`recon.prepare.prepare`
@@ -129,20 +130,24 @@ class Reconstruction:
         self.seconds = 0.0
         self._stage = 0
         self._done_in_stage = 0
+        self._base_options = self.engine.opts
+        self._choice_stale = False
         if self.auto:
             self._choose_chain()
 
     def _choose_chain(self) -> None:
-        """Choose the ``auto`` chain from the frames so far (before the chain starts)."""
+        """Choose the ``auto`` chain from the frames so far (before the chain starts); its
+        options replace those given at construction (``refine_positions`` is always on)."""
         eng = self.engine
         m = measure(
             to_numpy(eng.inten), to_numpy(~eng.good), to_numpy(eng.corners_px), to_numpy(eng.probe)
         )
         choice = choose_chain(m)
         self.auto_choice = choice
+        self._choice_stale = False
         self.steps = parse_algorithm(choice.chain)
         self.algorithm = choice.chain
-        eng.opts = replace(eng.opts, **choice.options)
+        eng.opts = replace(self._base_options, **choice.options)
         eng.messages[:] = [msg for msg in eng.messages if not msg.startswith("auto: ")]
         eng.messages.insert(0, choice.message())
 
@@ -194,12 +199,10 @@ class Reconstruction:
         """
         start = len(self.engine.deviance)
         t0 = time.perf_counter()
-        if (
-            algorithm is None
-            and self.focus_half_range_m
-            and self._stage == self._done_in_stage == 0
-        ):
-            self._search_focus()
+        if self.focus_half_range_m and self.engine.iteration == 0:
+            self._search_focus()  # before the first iteration, live or not
+        if algorithm is None and self._choice_stale:
+            self._choose_chain()  # frames came since the last choice: choose from them all
         if algorithm is not None:
             run_stage(self.engine, algorithm, n, new_stage=False)
         else:
@@ -246,15 +249,14 @@ class Reconstruction:
 
     def _search_focus(self) -> None:
         """Move the probe model to the defocus the data prefer (:mod:`recon.probe_focus`),
-        once, at the start of an ``auto`` chain; the object starts flat again if it moved."""
+        once, before the first iteration of an ``auto`` reconstruction (live or not)."""
         eng = self.engine
         lam = wavelength_m(self.data.energy_ev)
         found = search_focus(eng, self.focus_half_range_m, lam, self.data.pixel_size_m)
         self.focus_half_range_m = None
         if found.dz_m != 0.0:
             eng.probe = propagate_probe(eng.probe, found.dz_m, lam, self.data.pixel_size_m)
-            eng.obj = self.xp.ones(eng.obj_shape, np.complex64)
-            eng.restore(eng.snapshot())  # forget iterates, shifted probes, illumination
+            eng.invalidate_probe()
         eng.messages.append(found.message())
 
     # ------------------------------------------------------------------ streaming
@@ -313,7 +315,7 @@ class Reconstruction:
             new_pos = new_pos + before
         eng.append_frames(xp.asarray(inten), xp.asarray(new_pos))
         if self.auto and self._stage == 0 and self._done_in_stage == 0:
-            self._choose_chain()
+            self._choice_stale = True  # chosen again at the chain's first step
         return eng.n_frames
 
     # ------------------------------------------------------------------ output

@@ -47,7 +47,9 @@ def recon(
     ),
     binning: int = typer.Option(1, help="Bin frames by this factor after cropping."),
     threshold: float = typer.Option(0.5, help="Photons below this (>= 0) are set to 0."),
-    refine_positions: bool = typer.Option(False, help="Refine the scan positions (AP)."),
+    refine_positions: bool = typer.Option(
+        False, help="Refine the scan positions (every algorithm; always on with --algorithm auto)."
+    ),
     background: bool = typer.Option(False, help="Refine an incoherent background."),
     seed: int = typer.Option(0, help="Seed of the initial extra probe modes (>= 0)."),
     overwrite: bool = typer.Option(

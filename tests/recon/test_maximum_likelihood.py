@@ -153,7 +153,11 @@ def test_gaussian_model_converges(data):
 
 
 def test_unknown_noise_model_is_refused(data):
-    e = _engine(data, noise_model="laplace")
+    """Refused when the options are made (before anything runs), and by the kernels."""
+    with pytest.raises(ValueError, match="noise_model 'laplace'.*poisson.*gaussian"):
+        _engine(data, noise_model="laplace")
+    e = _engine(data)
+    e.opts.noise_model = "laplace"  # set after the check
     with pytest.raises(ValueError, match="noise_model 'laplace'.*poisson.*gaussian"):
         e.iterate("ML")
 

@@ -17,7 +17,7 @@ def _pair(pols, **kwargs):
         rec = Reconstruction(p, algorithm="AP**100", backend="numpy")
         res = rec.run()
         objs.append(res.object)
-        truths.append(_truth_on_recon_grid(p, rec))
+        truths.append(_truth_on_recon_grid(p, rec, rec.data.corners_px))
         well_lit = res.illumination > 0.3 * res.illumination.max()
         lit = well_lit if lit is None else lit & well_lit
     return np.stack(objs), np.stack(truths), lit
