@@ -269,45 +269,6 @@ def fourier_project(
     return dev
 
 
-def ml_gradient_fourier(
-    wave: Any, inten: Any, good: Any, bg: Any, scale: Any, deviance_every: int = 1, j0: int = 0
-) -> float:
-    """Poisson ML gradient factor in place: ``wave <- scale (1 - I / M) wave`` (0 on masked
-    pixels); :func:`recon.ml_kernels.ml_gradient` with the noise models.
-
-    Returns
-    -------
-    deviance : Poisson deviance of the model before the change (see :func:`fourier_project`)
-    """
-    from recon.ml_kernels import ml_gradient
-
-    return ml_gradient(wave, inten, good, bg, scale, "poisson", deviance_every, j0)
-
-
-def ml_line_sums(
-    wave0: Any,
-    dwave: Any,
-    inten: Any,
-    good: Any,
-    bg: Any,
-    scale: Any,
-    wave2: Any = None,
-    noise_model: str = "poisson",
-) -> tuple[float, float]:
-    """First and second derivatives of the ML objective along ``wave0 + g dwave + g^2 wave2``
-    (see :mod:`recon.ml_kernels`).
-
-    Returns
-    -------
-    (dL/dg, d2L/dg2) at ``g = 0``, summed over good pixels of all frames.
-    """
-    from recon.ml_kernels import ml_line_coefficients, ml_line_values
-
-    coef = ml_line_coefficients(wave0, dwave, wave2)
-    _, d1, d2, _ = ml_line_values(coef, 0.0, inten, good, bg, scale, noise_model)
-    return d1, d2
-
-
 def _scatter_add(xp: ModuleType, out: Any, flat: Any, values: Any) -> None:
     """``out.ravel()[flat] += values`` with repeated indices accumulated (real or complex)."""
     size = out.size

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recon import kernels
+from recon import kernels, ml_kernels
 from recon.backend import fft2c, ifft2c
 from recon.operators import (
     PtychoOperator,
@@ -117,8 +117,9 @@ def test_numba_and_generic_kernels_agree(monkeypatch):
         w_dm = w.copy()
         dev_dm = kernels.fourier_project(w_dm, inten, good, bg, scale, psi=psi)
         w_ml = w.copy()
-        dev_ml = kernels.ml_gradient_fourier(w_ml, inten, good, bg, scale)
-        d = kernels.ml_line_sums(w, w * 0.1j + 0.05, inten, good, bg, scale)
+        dev_ml = ml_kernels.ml_gradient(w_ml, inten, good, bg, scale, "poisson")
+        coef = ml_kernels.ml_line_coefficients(w, w * 0.1j + 0.05)
+        d = ml_kernels.ml_line_values(coef, 0.0, inten, good, bg, scale, "poisson")[1:3]
         ill = kernels.illumination(
             shift_probes(probe, op.shifts), op.geom, np.zeros(op.obj_shape, np.float32)
         )
