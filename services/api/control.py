@@ -189,7 +189,8 @@ class ScanController:
         if not self.busy or self.RE.state != "running":
             raise ControllerBusy(f"nothing running to pause (state {self.state()['state']})")
         self.RE.request_pause(defer=False)
-        self._wait_for(lambda: self.RE.state != "running")
+        # "pausing" is the RunEngine on its way: answer with where it arrived
+        self._wait_for(lambda: self.RE.state not in ("running", "pausing"))
         self._changed()
         return self.state()
 
