@@ -5,6 +5,7 @@ import copy
 
 import numpy as np
 import pytest
+from test_acceptance import _truth_on_recon_grid  # tests/recon is on sys.path
 
 from recon.algorithm_chain import check_algorithm, parse_algorithm
 from recon.auto_chain import DataMeasures, choose_chain, measure, scattering_strength
@@ -43,17 +44,8 @@ def _spoiled(p, seed=5):
 
 def _truth_on_grid(p, rec):
     """The truth cut to the reconstruction's grid, placed by the TRUE positions."""
-    nominal = np.asarray(p.positions_m) / rec.data.pixel_size_m + rec.origin_px
-    off = np.asarray(p.truth["positions_px"]) - nominal
-    assert np.ptp(off, axis=0).max() < 1e-6
-    y0, x0 = np.round(off.mean(axis=0)).astype(int)
-    truth = np.asarray(p.truth["object"])
-    h, w = rec.engine.obj_shape
-    out = np.ones((h, w), np.complex64)
-    ys = slice(max(0, y0), min(truth.shape[0], y0 + h))
-    xs = slice(max(0, x0), min(truth.shape[1], x0 + w))
-    out[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = truth[ys, xs]
-    return out
+    true_corners = np.asarray(p.positions_m) / rec.data.pixel_size_m + rec.origin_px
+    return _truth_on_recon_grid(p, rec, true_corners)
 
 
 def _auto(p):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from synthetic_data import make
+from test_acceptance import _truth_on_recon_grid  # tests/recon is on sys.path
 
 from recon import kernels, maximum_likelihood, ml_kernels
 from recon.algorithm_chain import parse_algorithm, run_chain
@@ -286,21 +287,6 @@ def test_one_chunk_and_many_give_the_same_ml_steps(data, kept):
 
 
 # ------------------------------------------------------------------------- simulated data
-def _truth_on_recon_grid(p, rec):
-    """The simulated object cut to the reconstruction's grid (integer part of the offset;
-    :func:`phase_correlation` registers the rest)."""
-    off = np.asarray(p.truth["positions_px"]) - rec.data.corners_px
-    assert np.ptp(off, axis=0).max() < 1e-6  # same scan, constant offset
-    y0, x0 = np.round(off.mean(axis=0)).astype(int)
-    truth = np.asarray(p.truth["object"])
-    h, w = rec.engine.obj_shape
-    out = np.ones((h, w), np.complex64)
-    ys = slice(max(0, y0), min(truth.shape[0], y0 + h))
-    xs = slice(max(0, x0), min(truth.shape[1], x0 + w))
-    out[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = truth[ys, xs]
-    return out
-
-
 def _ml_from_flat_object(iterations, **sample):
     """ML alone from a flat object and a zone plate probe model 15 % out of focus."""
     from simulators.dataset import simulate_ptychogram
@@ -313,7 +299,9 @@ def _ml_from_flat_object(iterations, **sample):
     np.testing.assert_array_equal(rec.engine.obj, 1)
     res = rec.run()
     lit = res.illumination > 0.1 * res.illumination.max()
-    return np.array(res.llk), phase_correlation(res.object, _truth_on_recon_grid(p, rec), lit)
+    return np.array(res.llk), phase_correlation(
+        res.object, _truth_on_recon_grid(p, rec, rec.data.corners_px), lit
+    )
 
 
 def test_ml_from_flat_object_weak_bn_192ev():
