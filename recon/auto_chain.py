@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from recon.backend import get_xp, to_numpy
 from recon.probe_focus import central_frames
 
 #: Scattering strength above which the data count as strongly scattering.
@@ -111,20 +112,21 @@ def scan_overlap(corners_px: np.ndarray, probe: np.ndarray) -> float:
 
 
 def measure(intensities: Any, mask: Any, corners_px: Any, probe: Any) -> DataMeasures:
-    """The numbers :func:`choose_chain` decides on (NumPy arrays).
+    """The numbers :func:`choose_chain` decides on.
 
     Photons and scattering strength come from the :data:`MEASURED_FRAMES` frames nearest the
     middle of the scan, the overlap from all positions (k-d tree): the cost is bounded.
 
     Parameters
     ----------
-    intensities : (N, n, n) float32 photons
-    mask : (n, n) bool, True on bad pixels
-    corners_px : (N, 2) float patch corners (pixels)
-    probe : (K, n, n) complex64 probe model
+    intensities : (N, n, n) float32 photons (NumPy or CuPy: only the measured frames are
+        copied to the host)
+    mask : (n, n) bool, True on bad pixels (NumPy)
+    corners_px : (N, 2) float patch corners (pixels, NumPy)
+    probe : (K, n, n) complex64 probe model (NumPy)
     """
     pick = central_frames(corners_px, MEASURED_FRAMES)
-    inten = np.asarray(intensities)[pick]
+    inten = to_numpy(intensities[get_xp(intensities).asarray(pick)])  # only these leave a GPU
     good = ~np.asarray(mask, bool)
     photons = float(np.median(inten[:, good].sum(axis=1))) if len(inten) else 0.0
     return DataMeasures(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +101,23 @@ def frequency_grid(n: int, pixel_m: float, xp: ModuleType = np) -> tuple:
     return k[:, None], k[None, :]
 
 
+def angular_spectrum(k2: Any, wavelength_m: float, dz_m: float, xp: ModuleType = np) -> Any:
+    """Angular-spectrum transfer function ``exp(2 pi i dz (k_z - 1/lambda))`` of free space.
+
+    Parameters
+    ----------
+    k2 : (ny, nx) float64 squared spatial frequencies ``ky^2 + kx^2`` (1/m^2), FFT order
+    wavelength_m : wavelength (m)
+    dz_m : propagation distance (m, downstream > 0)
+
+    Returns
+    -------
+    (ny, nx) complex128 (evanescent frequencies get ``k_z = 0``)
+    """
+    kz = xp.sqrt(xp.maximum(1.0 / wavelength_m**2 - k2, 0.0))
+    return xp.exp(2j * math.pi * dz_m * (kz - 1.0 / wavelength_m))
+
+
 def zone_plate_probe(
     zp: ZonePlate,
     energy_ev: float,
@@ -146,8 +164,7 @@ def zone_plate_probe(
     outer = xp.clip((k_out - kr) / dk + 0.5, 0.0, 1.0)
     inner = xp.clip((kr - k_in) / dk + 0.5, 0.0, 1.0) if k_in > 0 else 1.0
     pupil = outer * inner
-    kz = xp.sqrt(xp.maximum(1.0 / lam**2 - k2, 0.0))
-    transfer = xp.exp(2j * math.pi * defocus_m * (kz - 1.0 / lam))
+    transfer = angular_spectrum(k2, lam, defocus_m, xp)
     field = xp.fft.fftshift(xp.fft.ifft2(pupil * transfer))
     field /= xp.sqrt(xp.sum(xp.abs(field) ** 2))
     return field.astype(xp.complex64)

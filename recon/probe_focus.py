@@ -21,6 +21,7 @@ import numpy as np
 
 from recon.algorithms import Engine
 from recon.backend import fft2c, get_xp, ifft2c, to_numpy
+from recon.probe import angular_spectrum
 
 
 def propagate_probe(probe: Any, dz_m: float, wavelength_m: float, pixel_m: float) -> Any:
@@ -40,9 +41,7 @@ def propagate_probe(probe: Any, dz_m: float, wavelength_m: float, pixel_m: float
     n_y, n_x = probe.shape[-2:]
     ky = xp.fft.fftfreq(n_y, d=pixel_m)[:, None]
     kx = xp.fft.fftfreq(n_x, d=pixel_m)[None, :]
-    k2 = ky**2 + kx**2
-    kz = xp.sqrt(xp.maximum(1.0 / wavelength_m**2 - k2, 0.0))
-    transfer = xp.exp(2j * math.pi * dz_m * (kz - 1.0 / wavelength_m)).astype(np.complex64)
+    transfer = angular_spectrum(ky**2 + kx**2, wavelength_m, dz_m, xp).astype(np.complex64)
     spec = fft2c(xp.fft.ifftshift(probe, axes=(-2, -1)))
     return xp.fft.fftshift(ifft2c(spec * transfer), axes=(-2, -1)).astype(np.complex64)
 

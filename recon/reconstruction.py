@@ -139,9 +139,7 @@ class Reconstruction:
         """Choose the ``auto`` chain from the frames so far (before the chain starts); its
         options replace those given at construction (``refine_positions`` is always on)."""
         eng = self.engine
-        m = measure(
-            to_numpy(eng.inten), to_numpy(~eng.good), to_numpy(eng.corners_px), to_numpy(eng.probe)
-        )
+        m = measure(eng.inten, to_numpy(~eng.good), to_numpy(eng.corners_px), to_numpy(eng.probe))
         choice = choose_chain(m)
         self.auto_choice = choice
         self._choice_stale = False
