@@ -165,6 +165,7 @@ def run_algorithm(name: str, data: tuple, xp, repeat: int, floor: dict) -> dict:
         len(engine.chunks),
         engine.deviance_every,
         engine.update_probe_now(),
+        fused_deviance=kernels.numba_enabled(xp),
     )
     return {
         "available": True,

@@ -2,8 +2,14 @@
 
 Usage::
 
-    .venv/bin/python bench/web.py [--clients 20] [--updates 20] [--poll 0.5 [0.2 ...]]
-                                  [--spacing 1.5] [--out bench/results/web.json]
+    .venv/bin/python bench/web.py [--modes polled streamed] [--clients 20] [--updates 20]
+                                  [--poll 0.5 [0.2 ...]] [--spacing 1.5] [--idle 10]
+                                  [--out bench/results/web.json]
+
+Two modes: ``polled``, the embedded default (SQLite, no streaming cache), where the watcher
+polls every ``--poll`` s (one case per value); ``streamed``, the same catalog served with a
+streaming cache in a private Redis (``redis-server`` started for the run), where the watcher
+follows Tiled's websocket subscriptions (and polls every 5 s as a safety net).
 
 An embedded Tiled server (:class:`services.tiled_server.TiledServer`) gets one finished run
 (start and stop documents as run metadata, a ``recon`` container with result ``p0000``). The
@@ -21,7 +27,10 @@ message's ``sent`` stamp - ``t_write``: wait for the poll and the poll itself) a
 (arrival - ``sent``). A delivery not seen within ``--grace`` s of the last write is missed
 (and counts as over 1 s).
 
-Reported per poll interval: each update's slowest client, the median, 95th percentile and
+Before the updates, with the clients connected and nothing changing, Tiled's CPU at idle is
+measured over ``--idle`` s (per cent of one core).
+
+Reported per case: each update's slowest client, the median, 95th percentile and
 maximum latency over all deliveries, the fraction under 1 s and the missed deliveries, and
 the CPU used while updating (per cent of one core): the Tiled server process, the app's event
 loop thread, the watcher thread and the clients' thread (all clients are in this process,
@@ -56,6 +65,9 @@ from websockets.asyncio.client import connect  # noqa: E402
 from services.api.app import create_app  # noqa: E402
 from services.api.settings import ApiSettings  # noqa: E402
 from services.tiled_server import TiledServer, free_port  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from stream import tiled_cpu_percent, tiled_for  # noqa: E402
 
 UID = "bench-web-run"
 INDEX = 0
@@ -197,8 +209,10 @@ def _percentile(values: list[float], q: float) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def run_case(server: TiledServer, node: Any, poll: float, args: argparse.Namespace) -> dict:
-    """One poll interval: serve the app, subscribe the clients, write the updates."""
+def run_case(
+    server: TiledServer, node: Any, poll: float, args: argparse.Namespace, mode: str = "polled"
+) -> dict:
+    """One case: serve the app, subscribe the clients, measure the idle, write the updates."""
     port = free_port()
     settings = ApiSettings(tiled_uri=server.uri, tiled_api_key=server.api_key, poll_interval_s=poll)
     app = create_app(settings)
@@ -232,6 +246,7 @@ def run_case(server: TiledServer, node: Any, poll: float, args: argparse.Namespa
             "watcher": _thread_id("sptycho-api-watcher"),
             "clients": clients.thread.native_id,
         }
+        idle = tiled_cpu_percent(server.process.pid, args.idle)
         meter = CpuMeter(server.process.pid)
         polls0 = watcher.polls
         cpu0 = meter.sample(threads)
@@ -295,7 +310,11 @@ def run_case(server: TiledServer, node: Any, poll: float, args: argparse.Namespa
         return None if x is None else round(x, 4)
 
     return {
-        "poll_interval_s": poll,
+        "mode": mode,
+        "streaming": watcher.feed.streaming,
+        "poll_interval_s": poll if mode == "polled" else watcher.feed.safety_poll_s,
+        "tiled_idle_cpu_percent": round(idle, 2),
+        "idle_s": args.idle,
         "clients": args.clients,
         "updates": len(writes),
         "deliveries_expected": expected,
@@ -329,6 +348,8 @@ def run_case(server: TiledServer, node: Any, poll: float, args: argparse.Namespa
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the JSON record."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modes", nargs="+", default=["polled", "streamed"])
+    ap.add_argument("--idle", type=float, default=10.0, help="s of idle CPU measurement")
     ap.add_argument("--clients", type=int, default=20, help="WebSocket clients (browsers)")
     ap.add_argument("--updates", type=int, default=20, help="result rewrites per case")
     ap.add_argument("--poll", type=float, nargs="+", default=[0.5], help="poll_interval_s")
@@ -338,12 +359,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "web.json"))
     args = ap.parse_args(argv)
+    bad = [m for m in args.modes if m not in ("polled", "streamed")]
+    if bad:
+        ap.error(f"unknown mode {bad[0]!r}: polled or streamed")
     t0 = time.perf_counter()
     cases = []
-    with tempfile.TemporaryDirectory() as tmp, TiledServer(Path(tmp) / "tiled") as server:
-        node = make_run(server.client())
-        for poll in args.poll:
-            cases.append(run_case(server, node, poll, args))
+    for mode in args.modes:
+        with tempfile.TemporaryDirectory() as tmp, tiled_for(mode, Path(tmp) / "tiled") as server:
+            node = make_run(server.client())
+            polls = args.poll if mode == "polled" else args.poll[:1]
+            for poll in polls:
+                cases.append(run_case(server, node, poll, args, mode))
     record = {
         "benchmark": "web",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -356,14 +382,18 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for c in cases:
-        print(f"poll {c['poll_interval_s']:g} s, {c['clients']} clients: slowest client per update")
+        print(
+            f"{c['mode']} (wait {c['poll_interval_s']:g} s), {c['clients']} clients: "
+            "slowest client per update"
+        )
         print(f"{'update':>7} {'received':>9} {'min s':>7} {'max s':>7}")
         for u in c["per_update"]:
             lo = "-" if u["min_s"] is None else f"{u['min_s']:.3f}"
             hi = "-" if u["max_s"] is None else f"{u['max_s']:.3f}"
             print(f"{u['update']:>7} {u['received']:>9} {lo:>7} {hi:>7}")
     print(
-        f"{'poll s':>6} {'clients':>7} {'median s':>9} {'p95 s':>7} {'max s':>7} "
+        f"{'mode':>8} {'wait s':>6} {'idle %':>6} {'clients':>7} {'median s':>9} "
+        f"{'p95 s':>7} {'max s':>7} "
         f"{'<1 s':>6} {'missed':>6} {'server s':>9} {'deliv s':>8} "
         f"{'cpu % (tiled/app/watch/ws)':>27}"
     )
@@ -375,7 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         cpus = f"{cpu['tiled_server']}/{cpu['app_loop']}/{cpu['watcher']}/{cpu['clients']}"
         print(
-            f"{c['poll_interval_s']:>6g} {c['clients']:>7} {f(lat['median']):>9} "
+            f"{c['mode']:>8} {c['poll_interval_s']:>6g} {c['tiled_idle_cpu_percent']:>6.1f} "
+            f"{c['clients']:>7} {f(lat['median']):>9} "
             f"{f(lat['p95']):>7} {f(lat['max']):>7} {c['fraction_under_1s']:>6.0%} "
             f"{c['missed']:>6} {f(c['server_side_s']['median']):>9} "
             f"{f(c['delivery_s']['median']):>8} {cpus:>27}"

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recon.dose import MATERIALS, dose_report
+from recon.dose import dose_report, material_properties, sample_preset
 from recon.geometry import binning_for_zone_plate_cone
 from recon.scan import scan_positions, step_from_overlap
 
@@ -23,6 +23,8 @@ FOCUS_FACTOR = 1.22  # Rayleigh spot = 1.22 dr
 ENERGY_RANGE_EV = (100.0, 2000.0)
 #: Most points per ptychogram the scan controller's trajectory holds (fly mode).
 FLY_MAX_POINTS = 10_000
+#: A sample name: its key in the dose ledger (a Tiled key), e.g. ``BN-1``.
+SAMPLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 def check_energy(energy_ev: float) -> float:
@@ -51,8 +53,13 @@ class ScanParams(BaseModel):
     binning : detector binning; None chooses the smallest that holds the zone plate cone at
         the lowest energy (:func:`recon.geometry.binning_for_zone_plate_cone`)
     frame_size : frame width in binned pixels (a centred crop of the sensor)
-    material, thickness_m, flux_ph_s : optional sample and beam, for the dose estimate
-    dose_budget_gray : refuse a scan whose estimated dose exceeds this
+    sample : the sample's name, its key in the dose ledger; a name that starts with a
+        preset (``bn-bamboo``, ``BN-1``, ``permalloy-rods``; :func:`recon.dose.sample_preset`)
+        sets ``material`` and ``thickness_m`` where they are not given
+    material, thickness_m, flux_ph_s : optional sample and beam, for the dose estimate;
+        without ``flux_ph_s`` the plan reads the beam monitor's I0 (:mod:`plans.dose_check`)
+    dose_budget_gray : refuse a scan that would take any point of the sample (with the dose
+        it has already received) over this (Gy)
     mode : ``fly`` (the default: the scan controller runs each ptychogram on its own clock,
         triggering the camera; see :mod:`plans.fly`) or ``step`` (the control system moves
         the stage and triggers the camera point by point: slower, needs no scan controller)
@@ -79,12 +86,27 @@ class ScanParams(BaseModel):
     sensor_pixels: int = Field(2048, ge=16)
     binning: int | None = Field(None, ge=1, le=16)
     frame_size: int = Field(256, ge=16, le=2048)
+    sample: str | None = Field(None, pattern=SAMPLE_NAME)
     material: str | None = None
     thickness_m: float | None = Field(None, gt=0)
     flux_ph_s: float | None = Field(None, gt=0)
     dose_budget_gray: float | None = Field(None, gt=0)
     mode: Literal["step", "fly"] = "fly"
     motion: Literal["step", "continuous"] = "step"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: object) -> object:
+        """Material and thickness of the sample's preset, where not given."""
+        if isinstance(data, dict) and isinstance(data.get("sample"), str):
+            preset = sample_preset(data["sample"])
+            if preset is not None:
+                data = dict(data)
+                if data.get("material") is None:
+                    data["material"] = preset[0]
+                if data.get("thickness_m") is None:
+                    data["thickness_m"] = preset[1]
+        return data
 
     @model_validator(mode="after")
     def _check_geometry(self) -> ScanParams:
@@ -125,10 +147,8 @@ class ScanParams(BaseModel):
             raise ValueError(
                 "motion 'continuous' needs mode 'fly' (a step scan stops at every point)"
             )
-        if self.material is not None and self.material not in MATERIALS:
-            raise ValueError(
-                f"unknown material {self.material!r}: use one of {', '.join(MATERIALS)}"
-            )
+        if self.material is not None:
+            material_properties(self.material)  # one line naming the known ones
         return self
 
     @property
@@ -258,10 +278,16 @@ class StackParams(ScanParams):
 
 
 def _check_budget(params: ScanParams, energies: list[float], n_pol: int) -> None:
+    """The fresh-sample estimate against the budget, when the flux is given; the plan
+    checks again at its start with the dose already received (:mod:`plans.dose_check`)."""
     if params.dose_budget_gray is None:
         return
-    if not (params.material and params.thickness_m and params.flux_ph_s):
-        raise ValueError("a dose budget needs material, thickness_m and flux_ph_s")
+    if not (params.material and params.thickness_m):
+        raise ValueError(
+            "a dose budget needs material and thickness_m (or a sample preset such as BN-1)"
+        )
+    if params.flux_ph_s is None:
+        return  # the plan reads I0 at its start
     total = sum(params.dose_per_ptychogram(e)["dose_gray"] for e in energies) * n_pol
     if total > params.dose_budget_gray:
         raise ValueError(

@@ -19,6 +19,7 @@ import bluesky.preprocessors as bpp
 from bluesky.utils import Msg
 from ophyd import Signal
 
+from plans.dose_check import check_scan_dose, coarse_offset_um
 from plans.fly import fly_ptychogram, make_flyer
 from plans.guards import BeamGuard, acquire_point, move_or_pause
 from plans.parameters import RasterParams, ScanParams, StackParams, total_dose_gray
@@ -178,12 +179,23 @@ def _safe(bl: Any, plan: Plan) -> Plan:
     return (yield from bpp.finalize_wrapper(plan, close()))
 
 
+def raster_as_stack(p: RasterParams) -> StackParams:
+    """The one-ptychogram stack a raster is run as."""
+    return StackParams(
+        **p.model_dump(exclude={"energy_ev", "polarization"}),
+        energies=[p.energy_ev],
+        polarizations=[p.polarization],
+        dark="once" if p.n_dark else "none",
+    )
+
+
 def defocused_raster(
     bl: Any,
     params: RasterParams | dict,
     *,
     md: dict | None = None,
     guard: BeamGuard | None = None,
+    dose_ledger: Any = None,
 ) -> Plan:
     """One defocused ptychogram: dark frames, spot size, energy, polarization, raster.
 
@@ -193,17 +205,20 @@ def defocused_raster(
     params : :class:`RasterParams` or a dict of its fields (validated first)
     md : extra start-document metadata
     guard : beam thresholds of the per-frame check (defaults of :class:`BeamGuard`)
+    dose_ledger : the sample's received dose (``read(sample)``), for the budget check
+        (:func:`plans.dose_check.check_scan_dose`, before anything moves)
     """
     p = params if isinstance(params, RasterParams) else RasterParams(**params)
-    stack = StackParams(
-        **p.model_dump(exclude={"energy_ev", "polarization"}),
-        energies=[p.energy_ev],
-        polarizations=[p.polarization],
-        dark="once" if p.n_dark else "none",
-    )
+    stack = raster_as_stack(p)
     return (
         yield from _run(
-            bl, stack, plan_name="defocused_raster", plan_args=p.model_dump(), md=md, guard=guard
+            bl,
+            stack,
+            plan_name="defocused_raster",
+            plan_args=p.model_dump(),
+            md=md,
+            guard=guard,
+            dose_ledger=dose_ledger,
         )
     )
 
@@ -214,17 +229,26 @@ def spectro_stack(
     *,
     md: dict | None = None,
     guard: BeamGuard | None = None,
+    dose_ledger: Any = None,
 ) -> Plan:
     """Energies x polarizations of defocused ptychograms in one run.
 
     The spot size is kept at every energy (the zone plate follows the focal length), dark
     frames are taken once or at every energy change, and every event carries energy,
-    polarization, ptychogram index and point index.
+    polarization, ptychogram index and point index. With a dose budget the scan is refused
+    before anything moves when it would take the sample over it (``dose_ledger``: see
+    :func:`defocused_raster`).
     """
     p = params if isinstance(params, StackParams) else StackParams(**params)
     return (
         yield from _run(
-            bl, p, plan_name="spectro_stack", plan_args=p.model_dump(), md=md, guard=guard
+            bl,
+            p,
+            plan_name="spectro_stack",
+            plan_args=p.model_dump(),
+            md=md,
+            guard=guard,
+            dose_ledger=dose_ledger,
         )
     )
 
@@ -237,7 +261,9 @@ def _run(
     plan_args: dict,
     md: dict | None,
     guard: BeamGuard | None,
+    dose_ledger: Any = None,
 ) -> Plan:
+    dose_check = check_scan_dose(p, bl, dose_ledger)  # raises before any message
     index = _Index()
     guard = guard or BeamGuard()
     flyer = make_flyer(bl, index) if p.mode == "fly" else None
@@ -249,6 +275,9 @@ def _run(
         "dark_policy": p.dark,
         "n_ptychograms": len(p.energies) * len(p.polarizations),
         "beam_guard": guard.model_dump(),
+        "sample_coarse_um": list(coarse_offset_um(bl)),
+        "dose_check": dose_check,
+        **({"sample": p.sample} if p.sample else {}),  # bluesky wants a str or a dict there
         **(md or {}),
     }
 

@@ -37,6 +37,25 @@ MATERIALS: dict[str, tuple[str, float]] = {
     "protein": ("H50C30N9O10S1", 1.35),
 }
 
+#: Sample presets named after the simulator's samples (:mod:`simulators.samples`), with
+#: short aliases: the material and thickness the dose is computed for (the dominant
+#: absorber's typical path length through the structure).
+SAMPLE_PRESETS: dict[str, tuple[str, float]] = {
+    "bn-bamboo": ("BN", 100e-9),  # h-BN tubes 80-120 nm across
+    "siemens-star": ("Au", 180e-9),  # 180 nm gold spokes
+    "cnt-bundle": ("C", 150e-9),  # graphitic bundles 100-200 nm across
+    "permalloy-rods": ("permalloy", 125e-9),  # Ni81Fe19 rods 100-150 nm across
+}
+#: Short names of the presets (``BN-1`` is a BN nanobamboo sample).
+PRESET_ALIASES: dict[str, str] = {
+    "bn": "bn-bamboo",
+    "au": "siemens-star",
+    "siemens": "siemens-star",
+    "cnt": "cnt-bundle",
+    "permalloy": "permalloy-rods",
+    "py": "permalloy-rods",
+}
+
 #: Most scan points :func:`dose_report` maps (each one stamps its spot on the exposure map).
 MAX_POINTS = 250_000
 #: Most cells of any grid allocated here: the neighbours summed by :func:`weight_factor`
@@ -197,13 +216,51 @@ def exposure_map(
     return counts
 
 
+def material_properties(material: str) -> tuple[str, float]:
+    """(chemical formula, density g/cm^3) of a material known by name.
+
+    xraydb's materials table answers names it has (``kapton``, ``silicon nitride``, ``pmma``;
+    the match is on the material's name, not on a formula, so ``C`` stays amorphous carbon
+    rather than xraydb's diamond); the project's :data:`MATERIALS` answer the short names.
+
+    Raises
+    ------
+    ValueError
+        One line naming the project's materials when neither knows the name.
+    """
+    import xraydb
+
+    known = xraydb.find_material(material) if material else None
+    if known is not None and known.name.lower() == material.lower():
+        return known.formula, float(known.density)
+    if material in MATERIALS:
+        return MATERIALS[material]
+    raise ValueError(
+        f"unknown material {material!r}: use one of {', '.join(MATERIALS)} "
+        "or a material name of xraydb (kapton, silicon nitride, ...)"
+    )
+
+
+def sample_preset(name: str) -> tuple[str, float] | None:
+    """(material, thickness m) of the preset a sample name starts with, or None.
+
+    ``bn-bamboo``, ``BN``, ``BN-1`` and ``bn_2`` are all the BN nanobamboo preset: the name,
+    case-insensitive, is a preset or an alias, alone or followed by ``-``/``_`` and a
+    suffix (the longest match wins).
+    """
+    key = name.strip().lower()
+    names = {**{p: p for p in SAMPLE_PRESETS}, **PRESET_ALIASES}
+    for candidate in sorted(names, key=len, reverse=True):
+        if key == candidate or key.startswith((candidate + "-", candidate + "_")):
+            return SAMPLE_PRESETS[names[candidate]]
+    return None
+
+
 def attenuation_per_m(material: str, energy_ev: float) -> float:
     """Linear attenuation coefficient mu (1/m) of a named material (off resonance, xraydb)."""
     import xraydb
 
-    if material not in MATERIALS:
-        raise ValueError(f"unknown material {material!r}: use one of {', '.join(MATERIALS)}")
-    formula, density = MATERIALS[material]
+    formula, density = material_properties(material)
     _, _, atlen_cm = xraydb.xray_delta_beta(formula, density, energy_ev)
     return 1.0 / (float(atlen_cm) * 1e-2)
 
@@ -212,9 +269,7 @@ def single_exposure_dose_gray(
     material: str, thickness_m: float, photons: float, spot_m: float, energy_ev: float
 ) -> float:
     """Dose (Gy) of one exposure of ``photons`` spread over a disc of diameter ``spot_m``."""
-    formula, density = MATERIALS[material] if material in MATERIALS else (None, None)
-    if formula is None:
-        raise ValueError(f"unknown material {material!r}: use one of {', '.join(MATERIALS)}")
+    _, density = material_properties(material)
     mu = attenuation_per_m(material, energy_ev)
     absorbed = photons * (1.0 - math.exp(-mu * thickness_m))
     area = math.pi * (spot_m / 2) ** 2

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from recon import numba_backprojection as nbb
 from recon import numba_kernels as nbk
 from recon.backend import get_xp
 from recon.deviance import poisson_deviance
@@ -84,6 +85,18 @@ class PatchGeometry:
             rows, cols = self.rows_cols()
             self._cache["flat"] = rows * self.obj_shape[1] + cols
         return self._cache["flat"]
+
+    def bin_order(self, n_bins: int) -> tuple[Any, Any]:
+        """The frames grouped by bin: ``(order, starts)``, int64, bin ``b``'s frames at
+        ``order[starts[b]:starts[b + 1]]`` in increasing index (``starts``: B + 1 entries)."""
+        if "order" not in self._cache:
+            xp = self.xp
+            order = xp.argsort(self.bins, kind="stable").astype(np.int64)
+            counts = xp.bincount(self.bins, minlength=n_bins)[:n_bins]
+            starts = xp.zeros(n_bins + 1, np.int64)
+            starts[1:] = xp.cumsum(counts)
+            self._cache["order"] = (order, starts)
+        return self._cache["order"]
 
     def bin_members(self, n_bins: int) -> list[Any]:
         """For each bin, the indices of the chunk's frames that use it."""
@@ -231,18 +244,18 @@ def fourier_project(
     """
     xp = get_xp(wave)
     if numba_enabled(xp):
-        args = _numba_args(wave, inten, good, bg)
-        dev = _numba_deviance(args, scale, deviance_every, j0)
-        flat, inten2, keep, b = args
+        flat, inten2, keep, b = _numba_args(wave, inten, good, bg)
         if ratio is not None:
             r = np.zeros((nbk.num_threads(), keep.size), np.float32)
             nbk.add_ratio(flat, inten2, keep, b, scale, r)
             ratio += r.sum(axis=0).reshape(ratio.shape)
+        dev = np.zeros(flat.shape[0], np.float64)  # the deviance in the projection's pass
+        every = (deviance_every, j0)
         if psi is not None:
-            nbk.projection_family(flat, _flat(psi), inten2, keep, b, scale, *coefs)
+            nbk.projection_family(flat, _flat(psi), inten2, keep, b, scale, *coefs, dev, *every)
         else:
-            nbk.modulus_project(flat, inten2, keep, b, scale)
-        return dev
+            nbk.modulus_project(flat, inten2, keep, b, scale, dev, *every)
+        return float(dev.sum())
     if xp is not np and ratio is None and _fused_gpu():
         from recon import cupy_kernels
 
@@ -309,13 +322,13 @@ def backproject_object(
     if numba_enabled(xp):
         do_illum = illum is not None
         p2 = (probes.real**2 + probes.imag**2).sum(axis=1) if do_illum else probes.real[:, 0]
-        nbk.backproject_object(
+        nbb.backproject_object(
             wave,
             probes,
             geom.bins,
             geom.corners,
             out,
-            nbk.row_bands(out.shape[0]),
+            nbb.row_bands(out.shape[0]),
             p2,
             illum if do_illum else np.zeros((1, 1), np.float32),
             do_illum,
@@ -332,7 +345,7 @@ def illumination(probes: Any, geom: PatchGeometry, out: Any) -> Any:
     """``out[patch j] += sum_k |probes[bins[j], k]|^2``: (H, W) float32 accumulator."""
     xp = get_xp(probes)
     if numba_enabled(xp):
-        nbk.illumination(probes, geom.bins, geom.corners, out, nbk.row_bands(out.shape[0]))
+        nbb.illumination(probes, geom.bins, geom.corners, out, nbb.row_bands(out.shape[0]))
         return out
     p2 = (probes.real**2 + probes.imag**2).sum(axis=1)
     _scatter_add(xp, out, geom.flat_index(), p2[geom.bins])
@@ -350,13 +363,11 @@ def backproject_probe(wave: Any, obj: Any, geom: PatchGeometry, num: Any, den: A
     den : (B, n, n) float32 accumulator of ``sum_{j in b} |O_j|^2``
     """
     xp = get_xp(wave)
-    if numba_enabled(xp):
-        threads = nbk.num_threads()
-        tnum = np.zeros((threads, *num.shape), num.dtype)
-        tden = np.zeros((threads, *den.shape), den.dtype)
-        nbk.backproject_probe(wave, obj, geom.bins, geom.corners, tnum, tden)
-        num += tnum.sum(axis=0)
-        den += tden.sum(axis=0)
+    if numba_enabled(xp):  # bin by bin: each bin's sums stay in a core's cache
+        n_bins, ny = num.shape[0], num.shape[2]
+        order, starts = geom.bin_order(n_bins)
+        bands = nbb.probe_bands(n_bins, ny)
+        nbb.backproject_probe(wave, obj, order, starts, geom.corners, num, den, bands)
         return
     rows, cols = geom.rows_cols()
     patches = obj[rows, cols]

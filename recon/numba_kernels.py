@@ -13,7 +13,16 @@ Shapes: ``wave`` (M, K, P) complex64 (frames, modes, flattened pixels) or (M, K,
 ``bg`` (P,) float32; ``scale`` (M,) float32; ``corners`` (M, 2) int64; ``bins`` (M,) int64.
 
 ``AVAILABLE`` is False when numba is not importable or ``SPTYCHO_NUMBA=0``; the kernels are
-then not defined.
+then not defined. The back-projections (scatters into the object and the probe) are in
+:mod:`recon.numba_backprojection`.
+
+Idle threads: numba runs parallel loops on OpenMP (GNU libgomp), whose idle workers spin
+about 300 000 ``pause`` instructions (~15 ms on recent x86) before they sleep. An
+iteration runs a numba kernel and then a multi-threaded FFT (``scipy.fft``), so on a few
+cores the spinning workers took CPU from the FFT threads (an FFT of 516 frames of 128^2 just
+after a kernel: 41 ms instead of 24 ms on 2 cores). Unless ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT`` is set, this module sets ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT`
+before numba starts its threads: a short spin (tens of microseconds), then sleep.
 """
 
 from __future__ import annotations
@@ -21,6 +30,17 @@ from __future__ import annotations
 import os
 
 import numpy as np
+
+#: Spins of an idle OpenMP worker before it sleeps (libgomp's default: 300 000).
+SPIN_COUNT = 1000
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    # read by libgomp when numba loads it (at the first parallel loop), so set it first
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+
+#: numba compile options of every kernel. error_model="numpy": a division by zero gives
+#: inf/nan as in NumPy instead of raising (the divisors are model photons floored at 1e-12,
+#: but fastmath lets NaNs through).
+JIT_OPTIONS = {"fastmath": True, "cache": True, "nogil": True, "error_model": "numpy"}
 
 try:  # numba is optional: recon.kernels always has the generic code.
     import numba as _nb
@@ -36,17 +56,9 @@ def num_threads() -> int:
     return _nb.get_num_threads() if _nb is not None else 1
 
 
-def row_bands(h: int) -> int:
-    """Bands of object rows that the banded back-projections of an (h, W) object use."""
-    return max(1, min(h, 4 * num_threads()))
-
-
 if AVAILABLE:
-    # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of raising
-    # (the divisors are model photons floored at 1e-12, but fastmath lets NaNs through).
-    _options = {"fastmath": True, "cache": True, "nogil": True, "error_model": "numpy"}
-    _helper = _nb.njit(**_options)
-    _parallel = _nb.njit(parallel=True, **_options)
+    _helper = _nb.njit(**JIT_OPTIONS)
+    _parallel = _nb.njit(parallel=True, **JIT_OPTIONS)
     _prange = _nb.prange
 
     # ---------------------------------------------------------------- per-frame helpers
@@ -84,6 +96,50 @@ if AVAILABLE:
             f[x] = kp * np.sqrt(inten_j[x] / f[x]) + (one - kp)
 
     @_helper
+    def _log_into(r, e):  # pragma: no cover
+        """r[x] <- ln r[x] for positive, normal float32 ``r`` (e: int32 scratch, r's size).
+
+        Exponent and mantissa from the bits, then the minimax polynomial of Cephes'
+        ``logf`` (S. L. Moshier) on [sqrt(1/2), sqrt(2)): within 2 ulp, and, unlike the
+        libm call, vectorised by LLVM (the deviance's logarithms cost 5x less).
+        """
+        rb = r.view(np.int32)
+        for x in range(r.size):
+            b = rb[x]
+            e[x] = (b >> 23) - 126
+            rb[x] = (b & 0x007FFFFF) | 0x3F000000  # the mantissa, in [1/2, 1)
+        one = np.float32(1.0)
+        for x in range(r.size):
+            m = r[x]
+            low = m < np.float32(0.70710678)
+            k = np.float32(e[x]) - one if low else np.float32(e[x])
+            t = (m + m - one) if low else (m - one)
+            z = t * t
+            y = np.float32(7.0376836292e-2) * t - np.float32(1.1514610310e-1)
+            y = y * t + np.float32(1.1676998740e-1)
+            y = y * t - np.float32(1.2420140846e-1)
+            y = y * t + np.float32(1.4249322787e-1)
+            y = y * t - np.float32(1.6668057665e-1)
+            y = y * t + np.float32(2.0000714765e-1)
+            y = y * t - np.float32(2.4999993993e-1)
+            y = y * t + np.float32(3.3333331174e-1)
+            y = y * t * z + np.float32(-2.12194440e-4) * k - np.float32(0.5) * z
+            r[x] = t + y + np.float32(0.693359375) * k
+
+    @_helper
+    def _frame_deviance(inten_j, keep, mm):  # pragma: no cover
+        """Poisson deviance ``2 sum keep (I ln(I / M) - (I - M))`` of one frame (M: mm)."""
+        r = np.empty(mm.size, np.float32)
+        for x in range(mm.size):
+            r[x] = inten_j[x] / mm[x] + np.float32(1e-30)
+        _log_into(r, np.empty(mm.size, np.int32))
+        acc = 0.0
+        for x in range(mm.size):
+            i = inten_j[x]
+            acc += keep[x] * (i * r[x] - (i - mm[x]))
+        return 2.0 * acc
+
+    @_helper
     def _scale_modes(wave, j, f):  # pragma: no cover
         """wave[j, k, x] *= f[x] for every mode k."""
         for k in range(wave.shape[1]):
@@ -92,12 +148,16 @@ if AVAILABLE:
                 row[x] *= f[x]
 
     @_helper
-    def _band_rows(t, n_bands, h, cy, ny):  # pragma: no cover
-        """Rows [y0, y1) of a patch at row ``cy`` that fall in object row band ``t``."""
-        band = (h + n_bands - 1) // n_bands
-        r0 = t * band
-        r1 = min(h, r0 + band)
-        return max(0, r0 - cy), min(ny, r1 - cy)
+    def _project_single_mode(row, inten_j, keep, bg, s):  # pragma: no cover
+        """row[x] *= sqrt(I[x] / M[x]) on good pixels: :func:`_model`,
+        :func:`_modulus_factor` and :func:`_scale_modes` of a one-mode frame in one loop."""
+        tiny = np.float32(1e-12)
+        one = np.float32(1.0)
+        for x in range(row.size):
+            v = row[x]
+            mm = max(s * (v.real * v.real + v.imag * v.imag) + bg[x], tiny)
+            kp = keep[x]
+            row[x] = v * (kp * np.sqrt(inten_j[x] / mm) + (one - kp))
 
     # ---------------------------------------------------------------- parallel kernels
     @_parallel
@@ -131,11 +191,7 @@ if AVAILABLE:
                 continue
             mm = np.empty(p, np.float32)
             _model(wave, j, bg, scale[j], mm)
-            acc = 0.0
-            for x in range(p):
-                i = inten[j, x]
-                acc += keep[x] * (i * np.log(i / mm[x] + np.float32(1e-30)) - (i - mm[x]))
-            dev[j] = 2.0 * acc
+            dev[j] = _frame_deviance(inten[j], keep, mm)
 
     @_parallel
     def add_ratio(wave, inten, keep, bg, scale, ratio):  # pragma: no cover
@@ -150,18 +206,33 @@ if AVAILABLE:
                 r[x] += keep[x] * inten[j, x] / mm[x]
 
     @_parallel
-    def modulus_project(wave, inten, keep, bg, scale):  # pragma: no cover
-        """wave *= sqrt(I / M) on good pixels (alternating projections)."""
+    def modulus_project(wave, inten, keep, bg, scale, dev, every, j0):  # pragma: no cover
+        """wave *= sqrt(I / M) on good pixels (alternating projections).
+
+        In the same pass ``dev[j]`` = Poisson deviance of the model before the projection
+        for the frames with ``(j0 + j) % every == 0`` (as :func:`deviance_rows`).
+        """
         m, kk, p = wave.shape
         for j in _prange(m):
+            selected = (j0 + j) % every == 0
+            if kk == 1 and not selected:  # one pass over the pixels, no scratch row
+                _project_single_mode(wave[j, 0], inten[j], keep, bg, scale[j])
+                continue
             f = np.empty(p, np.float32)
             _model(wave, j, bg, scale[j], f)
+            if selected:
+                dev[j] = _frame_deviance(inten[j], keep, f)
             _modulus_factor(inten[j], keep, f)
             _scale_modes(wave, j, f)
 
     @_parallel
-    def projection_family(wave, psi, inten, keep, bg, scale, alpha, cx, cw, cf):  # pragma: no cover
-        """psi <- cx psi + cw wave + cf P_F((1 + alpha) wave - alpha psi); wave <- psi."""
+    def projection_family(
+        wave, psi, inten, keep, bg, scale, alpha, cx, cw, cf, dev, every, j0
+    ):  # pragma: no cover
+        """psi <- cx psi + cw wave + cf P_F((1 + alpha) wave - alpha psi); wave <- psi.
+
+        ``dev`` as in :func:`modulus_project` (the deviance of the model ``wave``).
+        """
         m, kk, p = wave.shape
         a1 = np.float32(1.0 + alpha)
         a0 = np.float32(alpha)
@@ -169,7 +240,12 @@ if AVAILABLE:
         fw = np.float32(cw)
         ff = np.float32(cf)
         for j in _prange(m):
-            f = np.zeros(p, np.float32)
+            f = np.empty(p, np.float32)
+            if (j0 + j) % every == 0:
+                _model(wave, j, bg, scale[j], f)
+                dev[j] = _frame_deviance(inten[j], keep, f)
+            for x in range(p):
+                f[x] = np.float32(0.0)
             for k in range(kk):
                 wrow = wave[j, k]
                 qrow = psi[j, k]
@@ -212,73 +288,6 @@ if AVAILABLE:
                 orow = out[j, k]
                 for x in range(p):
                     orow[x] = f[x] * wrow[x]
-
-    @_parallel
-    def backproject_object(
-        wave, probes, bins, corners, out, n_bands, p2, illum, do_illum
-    ):  # pragma: no cover
-        """out[patch j] += sum_k conj(P) wave; with do_illum also illum[patch j] += p2[bin j].
-
-        Threads own bands of object rows, so no two write the same pixel.
-        """
-        m, kk, ny, nx = wave.shape
-        h = out.shape[0]
-        for t in _prange(n_bands):
-            for j in range(m):
-                cy = corners[j, 0]
-                cx = corners[j, 1]
-                b = bins[j]
-                y0, y1 = _band_rows(t, n_bands, h, cy, ny)
-                for y in range(y0, y1):
-                    orow = out[cy + y, cx : cx + nx]
-                    for k in range(kk):
-                        prow = probes[b, k, y]
-                        wrow = wave[j, k, y]
-                        for x in range(nx):
-                            orow[x] += prow[x].conjugate() * wrow[x]
-                    if do_illum:
-                        irow = illum[cy + y, cx : cx + nx]
-                        qrow = p2[b, y]
-                        for x in range(nx):
-                            irow[x] += qrow[x]
-
-    @_parallel
-    def illumination(probes, bins, corners, out, n_bands):  # pragma: no cover
-        """out[patch j] += sum_k |probes[bins[j], k]|^2, threads owning row bands."""
-        bb, kk, ny, nx = probes.shape
-        h = out.shape[0]
-        for t in _prange(n_bands):
-            for j in range(corners.shape[0]):
-                cy = corners[j, 0]
-                cx = corners[j, 1]
-                b = bins[j]
-                y0, y1 = _band_rows(t, n_bands, h, cy, ny)
-                for y in range(y0, y1):
-                    for k in range(kk):
-                        for x in range(nx):
-                            v = probes[b, k, y, x]
-                            out[cy + y, cx + x] += v.real * v.real + v.imag * v.imag
-
-    @_parallel
-    def backproject_probe(wave, obj, bins, corners, num, den):  # pragma: no cover
-        """num[t, b, k] += conj(O_j) wave[j, k]; den[t, b] += |O_j|^2 (per-thread sums)."""
-        m, kk, ny, nx = wave.shape
-        for j in _prange(m):
-            t = _nb.get_thread_id()
-            cy = corners[j, 0]
-            cx = corners[j, 1]
-            b = bins[j]
-            for y in range(ny):
-                orow = obj[cy + y, cx : cx + nx]
-                drow = den[t, b, y]
-                for x in range(nx):
-                    o = orow[x]
-                    drow[x] += o.real * o.real + o.imag * o.imag
-                for k in range(kk):
-                    nrow = num[t, b, k, y]
-                    wrow = wave[j, k, y]
-                    for x in range(nx):
-                        nrow[x] += orow[x].conjugate() * wrow[x]
 
     # ---------------------------------------------------------------- ML line search
     @_parallel

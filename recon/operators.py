@@ -117,7 +117,7 @@ def shift_probes(probe: Any, shifts: Any, ramps: Any = None) -> Any:
     if ramps is None:
         ramps = shift_ramp(probe.shape[-2:], shifts, xp)
     ft = fft2c(probe)
-    return ifft2c(ft[None] * ramps[:, None], overwrite=True).astype(np.complex64)
+    return ifft2c(ft[None] * ramps[:, None], overwrite=True).astype(np.complex64, copy=False)
 
 
 def unshift_sum(stack: Any, shifts: Any, unramps: Any = None) -> Any:
@@ -140,7 +140,7 @@ def unshift_sum(stack: Any, shifts: Any, unramps: Any = None) -> Any:
         unramps = shift_ramp(stack.shape[-2:], shifts, xp).conj()
     ft = fft2c(stack)
     ft *= unramps[:, None]
-    return ifft2c(ft.sum(axis=0)).astype(np.complex64)
+    return ifft2c(ft.sum(axis=0), overwrite=True).astype(np.complex64, copy=False)
 
 
 def extract_patches(obj: Any, corners: Any, shape: tuple[int, int]) -> Any:

@@ -11,7 +11,10 @@
   (:class:`services.delivery.TiledDelivery`): the scan does not wait for, or depend on,
   Tiled being up;
 - notices (``suspended: beam lost (ring 0.0 mA)``, ``paused: camera: ...``) are kept on
-  ``RE.notices`` (:class:`NoticeBoard`) for the console and the web page.
+  ``RE.notices`` (:class:`NoticeBoard`) for the console and the web page;
+- with a dose ledger, every run of a named sample adds what it exposed to the sample's
+  dose map (:class:`services.dose_recorder.DoseRecorder`), and ``RE.dose_ledger`` is what
+  the plans check a dose budget against.
 """
 
 from __future__ import annotations
@@ -246,6 +249,7 @@ def make_run_engine(
     progress: Callable[[int, int], None] | None = None,
     context_managers: list | None = None,
     echo: Callable[[str], None] | None = None,
+    dose_ledger: Any | None = None,
 ) -> BeamlineRunEngine:
     """The project's RunEngine.
 
@@ -261,11 +265,14 @@ def make_run_engine(
     context_managers : RunEngine context managers; the default installs bluesky's SIGINT
         handling (Ctrl-C pauses; a second Ctrl-C aborts), pass ``[]`` in threads
     echo : called with each notice line (the console prints them)
+    dose_ledger : a :class:`services.dose_ledger.DoseLedger`: the runs' exposures are added
+        to it, and the plans read it (``RE.dose_ledger``) to refuse a scan over budget
 
     Returns
     -------
     BeamlineRunEngine
-        with ``RE.notices`` (:class:`NoticeBoard`), ``RE.delivery`` and ``RE.guard``
+        with ``RE.notices`` (:class:`NoticeBoard`), ``RE.delivery``, ``RE.guard`` and
+        ``RE.dose_ledger``
     """
     kwargs = {} if context_managers is None else {"context_managers": context_managers}
     RE = BeamlineRunEngine({}, **kwargs)
@@ -282,6 +289,11 @@ def make_run_engine(
         RE.subscribe(delivery)
     if progress is not None:
         RE.subscribe(PointProgress(progress))
+    if dose_ledger is not None:
+        from services.dose_recorder import DoseRecorder
+
+        RE.subscribe(DoseRecorder(dose_ledger))
+    RE.dose_ledger = dose_ledger
     board = NoticeBoard(echo=echo)
     notice_log.addHandler(board)
     notice_log.setLevel(logging.INFO)

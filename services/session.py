@@ -142,6 +142,7 @@ def open_session(
     from devices.beamline import make_beamline
     from services.acquisition import make_run_engine
     from services.delivery import TiledDelivery
+    from services.dose_ledger import DoseLedger
     from services.journal import DocumentJournal
     from services.tiled_server import TiledServer
 
@@ -188,6 +189,7 @@ def open_session(
             progress=progress,
             context_managers=context_managers,
             echo=echo,
+            dose_ledger=DoseLedger(client, connect=connect),
         )
         yield Session(
             beamline=bl,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 #: How long the catalog's SQLite connections wait for another writer's lock (s).
 CATALOG_BUSY_TIMEOUT_S = 20.0
@@ -91,6 +92,9 @@ class TiledServer:
     port : TCP port on 127.0.0.1 (a free one when None)
     api_key : single-user API key (random when None)
     config : a Tiled service config file; when given it replaces the embedded catalog
+    streaming_cache : URI of a streaming cache (``redis://127.0.0.1:6379/0`` or ``memory``)
+        for the embedded catalog: with one, Tiled pushes changes to websocket subscribers
+        (:mod:`services.tiled_stream`); without one (the default) clients poll
 
     Examples
     --------
@@ -106,12 +110,14 @@ class TiledServer:
         port: int | None = None,
         api_key: str | None = None,
         config: str | Path | None = None,
+        streaming_cache: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.readable = [Path(p) for p in (readable or [])]
         self.port = port or free_port()
         self.api_key = api_key or secrets.token_hex(16)
         self.config = Path(config) if config else None
+        self.streaming_cache = streaming_cache
         self.process: subprocess.Popen | None = None
 
     @property
@@ -147,15 +153,44 @@ class TiledServer:
         use_wal(self.directory / "catalog.db")
         use_wal(self.directory / "tabular.db")
 
+    def streaming_config(self) -> Path:
+        """Write the Tiled config file of the embedded catalog with a streaming cache.
+
+        ``tiled serve catalog --cache`` fails in tiled 0.2.20 (a name it imports only for
+        ``--temp``), so a catalog with a streaming cache is served from a config file.
+        """
+        d = self.directory
+        config = {
+            "authentication": {"allow_anonymous_access": False},
+            "trees": [
+                {
+                    "path": "/",
+                    "tree": "catalog",
+                    "args": {
+                        "uri": f"{self.catalog_uri}?timeout={CATALOG_BUSY_TIMEOUT_S:g}",
+                        "writable_storage": [str(d / "data"), f"sqlite:///{d / 'tabular.db'}"],
+                        "readable_storage": [str(r) for r in self.readable],
+                    },
+                }
+            ],
+            "streaming_cache": {"uri": self.streaming_cache},
+        }
+        path = d / "tiled-streaming.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
     def command(self) -> list[str]:
         """The ``tiled serve`` command line."""
         exe = _tiled_executable()
-        if self.config:
+        config = self.config
+        if config is None and self.streaming_cache:
+            config = self.streaming_config()
+        if config:
             return [
                 exe,
                 "serve",
                 "config",
-                str(self.config),
+                str(config),
                 "--port",
                 str(self.port),
                 "--host",

@@ -46,7 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.api.control import ScanController
+from services.api.control import ScanControl
 from services.api.deps import CatalogAccess
 from services.api.images import PictureCache, render
 from services.api.limits import BodyLimit
@@ -109,7 +109,7 @@ async def _tiled_failed(request: Request, err: Exception) -> JSONResponse:
 def create_app(
     settings: ApiSettings | None = None,
     *,
-    controller: ScanController | None = None,
+    controller: ScanControl | None = None,
     client: Any | None = None,
 ) -> FastAPI:
     """Build the app.

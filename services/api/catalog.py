@@ -14,7 +14,7 @@ import numpy as np
 
 from recon.scan import scan_positions
 from services.worker.stack_analysis import STACK_KEY, result_nodes
-from services.worker.tiled_io import RunReader
+from services.worker.tiled_io import RunReader, run_keys
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,7 +75,7 @@ def run_summary(uid: str, run: Any) -> dict[str, Any]:
 
 def list_runs(client: Any, limit: int = 50) -> list[dict[str, Any]]:
     """The newest ``limit`` runs, newest first."""
-    keys = list(client.keys())[-limit:]
+    keys = run_keys(client)[-limit:]
     out = []
     for uid in reversed(keys):
         try:

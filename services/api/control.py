@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -72,7 +72,22 @@ class ScanRequest(BaseModel):
 
 
 class ControllerBusy(RuntimeError):
-    """A scan is already running or paused."""
+    """A scan is already running or paused (or the queue server refused a command)."""
+
+
+class ScanControl(Protocol):
+    """What the page needs of a scan controller: :class:`ScanController` (in-process
+    RunEngine) or :class:`services.api.queue_control.QueueController` (the queue server)."""
+
+    backend: str
+    on_change: Callable[[dict[str, Any]], None] | None
+
+    def state(self) -> dict[str, Any]: ...
+    def start(self, request: ScanRequest) -> dict[str, Any]: ...
+    def pause(self) -> dict[str, Any]: ...
+    def resume(self) -> dict[str, Any]: ...
+    def abort(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
 
 
 class ScanController:
@@ -86,6 +101,8 @@ class ScanController:
     on_change : called with :meth:`state` whenever it changes (the app publishes it)
     notice_poll_s : how often the notice and the RunEngine's state are read while busy
     """
+
+    backend = "in-process"
 
     def __init__(
         self,
@@ -115,7 +132,8 @@ class ScanController:
 
     def state(self) -> dict[str, Any]:
         """``{"state": idle|running|paused (the RunEngine's while a scan is on), "plan",
-        "notice" (one line or None), "last_uid", "last_exit", "last_error"}``."""
+        "notice" (one line or None), "last_uid", "last_exit", "last_error", "queue" (always
+        empty: one scan at a time), "backend" ("in-process")}``."""
         return {
             "state": str(self.RE.state) if self.busy else "idle",
             "plan": self.current,
@@ -123,6 +141,8 @@ class ScanController:
             "last_uid": self.last_uid,
             "last_exit": self.last_exit,
             "last_error": self.last_error,
+            "queue": [],
+            "backend": self.backend,
         }
 
     def _changed(self) -> None:
@@ -147,13 +167,20 @@ class ScanController:
     # ------------------------------------------------------------------ commands
     def build_plan(self, request: ScanRequest) -> Any:
         """The plan generator for ``request``; raises pydantic's ValidationError on bad
-        parameters (before anything moves)."""
+        parameters and :class:`plans.dose_check.DoseRefused` (a ValueError: the app's 422)
+        on a scan over its sample's dose budget, both before anything moves."""
+        from plans.dose_check import check_scan_dose
         from plans.parameters import RasterParams, StackParams
-        from plans.ptycho import defocused_raster, spectro_stack
+        from plans.ptycho import defocused_raster, raster_as_stack, spectro_stack
 
+        ledger = getattr(self.RE, "dose_ledger", None)
         if request.kind == "raster":
-            return defocused_raster(self.beamline, RasterParams(**request.params))
-        return spectro_stack(self.beamline, StackParams(**request.params))
+            raster = RasterParams(**request.params)
+            check_scan_dose(raster_as_stack(raster), self.beamline, ledger)
+            return defocused_raster(self.beamline, raster, dose_ledger=ledger)
+        stack = StackParams(**request.params)
+        check_scan_dose(stack, self.beamline, ledger)
+        return spectro_stack(self.beamline, stack, dose_ledger=ledger)
 
     def start(self, request: ScanRequest) -> dict[str, Any]:
         """Validate and start a scan in the controller's thread.

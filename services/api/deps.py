@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException
 from starlette.requests import HTTPConnection
 
-from services.api.control import ScanController
+from services.api.control import ScanControl
 from services.api.images import PictureCache
 from services.api.live import Hub, Watcher
 from services.api.settings import ApiSettings
@@ -76,7 +76,7 @@ async def get_pictures(conn: HTTPConnection) -> PictureCache:
     return conn.app.state.pictures
 
 
-async def get_controller(conn: HTTPConnection) -> ScanController | None:
+async def get_controller(conn: HTTPConnection) -> ScanControl | None:
     return conn.app.state.controller
 
 
@@ -91,7 +91,7 @@ async def get_watcher(conn: HTTPConnection) -> Watcher | None:
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Tiled = Annotated[CatalogAccess, Depends(get_catalog)]
 Pictures = Annotated[PictureCache, Depends(get_pictures)]
-Controller = Annotated[ScanController | None, Depends(get_controller)]
+Controller = Annotated[ScanControl | None, Depends(get_controller)]
 LiveHub = Annotated[Hub, Depends(get_hub)]
 LiveWatcher = Annotated[Watcher | None, Depends(get_watcher)]
 
@@ -116,7 +116,7 @@ async def require_operator(settings: Settings, x_api_key: str | None = Header(No
         raise HTTPException(403, "wrong operator key")
 
 
-def attached(controller: ScanController | None) -> ScanController:
+def attached(controller: ScanControl | None) -> ScanControl:
     """The scan controller; 409 when no beamline is attached to this server.
 
     Called inside the routes (not a dependency), so that a refused body still answers

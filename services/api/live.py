@@ -1,7 +1,10 @@
 """Live updates: a watcher thread that asks Tiled what changed, and a hub that pushes it.
 
-The embedded Tiled server has no streaming subscriptions, so :class:`Watcher` polls the
-newest runs every ``poll_interval_s`` and turns differences into messages:
+:class:`Watcher` looks at the newest runs and turns differences into messages. Where Tiled
+streams (a streaming cache), it looks when Tiled pushes a change on the catalog root (new
+runs, stop documents) or on a followed run (its stream, frames and ``recon`` results), and
+every ``safety_poll_s`` besides; the embedded SQLite Tiled has no streaming cache, so there
+it looks every ``poll_interval_s`` (:class:`services.tiled_stream.ChangeFeed`):
 
 ==========  ==================================================================
 ``type``    fields
@@ -31,8 +34,9 @@ from typing import Any
 
 from services.api.catalog import frames_landed, run_summary
 from services.polling import poll_until_stopped
+from services.tiled_stream import ChangeFeed, run_nodes
 from services.worker.stack_analysis import STACK_KEY
-from services.worker.tiled_io import Backoff
+from services.worker.tiled_io import Backoff, run_keys
 
 log = logging.getLogger("sptycho.api")
 
@@ -83,6 +87,23 @@ class Hub:
             self.loop.call_soon_threadsafe(self._deliver, text)
 
 
+def _frames_landed(run: Any) -> int:
+    """:func:`services.api.catalog.frames_landed` in two requests (it runs at every look):
+    the frame array read from the raw stream container, as bluesky's stream client adds
+    requests."""
+    try:
+        primary = run["primary"]
+    except KeyError:
+        return 0
+    base = getattr(primary, "base", None)
+    if base is None:  # not a bluesky stream client
+        return frames_landed(run)
+    try:
+        return int(base["camera_image"].shape[0])
+    except KeyError:
+        return 0
+
+
 @dataclass(eq=False)
 class Watcher:
     """Poll Tiled in a thread and publish what changed (see the module docstring).
@@ -100,11 +121,15 @@ class Watcher:
     max_wait_s : longest wait between polls while Tiled is unreachable
     connect : makes the client when there is none (called in the watcher's thread, and
         again after a failure to connect)
+    streaming : ``auto`` (follow Tiled's subscriptions when it streams, else poll),
+        ``streaming`` or ``polling``
+    safety_poll_s : seconds between polls while following subscriptions
 
     Attributes
     ----------
     state : uid -> the last snapshot of each followed run
     polls : how many polls succeeded
+    feed : what the watcher waits on between polls
     """
 
     client: Any
@@ -114,6 +139,9 @@ class Watcher:
     results_key: str = "recon"
     max_wait_s: float = 10.0
     connect: Callable[[], Any] | None = None
+    streaming: str = "auto"
+    safety_poll_s: float = 5.0
+    feed: ChangeFeed = field(init=False, repr=False)
     state: dict[str, Any] = field(default_factory=dict, init=False)
     polls: int = field(default=0, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -122,6 +150,8 @@ class Watcher:
     def __post_init__(self) -> None:
         if self.client is None and self.connect is None:
             raise ValueError("Watcher needs a client or a way to connect")
+        self.feed = ChangeFeed(None, False, self.poll_interval_s, self.safety_poll_s)
+        self._feed_open = False
 
     # ------------------------------------------------------------------ snapshot
     def _run_state(self, uid: str) -> dict[str, Any]:
@@ -129,8 +159,16 @@ class Watcher:
         summary = run_summary(uid, run)
         results: dict[int, dict[str, Any]] = {}
         stack = None
-        if self.results_key in run:
-            for name, node in run[self.results_key].items():
+        frames = _frames_landed(run)
+        # where Tiled streams: what to follow (what exists, and where the rest will appear)
+        follow = run_nodes(uid, table=False, images=frames > 0)
+        try:
+            recon = run[self.results_key]
+        except KeyError:
+            recon = None
+        if recon is not None:
+            follow[f"{uid}/{self.results_key}"] = "container"
+            for name, node in recon.items():
                 md = node.metadata
                 if name == STACK_KEY:
                     stack = md.get("updated")
@@ -146,16 +184,20 @@ class Watcher:
                     }
         return {
             "summary": summary,
-            "frames": frames_landed(run),
+            "frames": frames,
             "results": results,
             "stack": stack,
+            "follow": follow,
         }
 
     def poll_once(self) -> list[dict[str, Any]]:
         """One look at Tiled; returns (and publishes) the messages of what changed."""
         if self.client is None and self.connect is not None:
             self.client = self.connect()
-        keys = list(self.client.keys())[-self.watch_runs :]
+        if not self._feed_open:
+            self.feed.open(self.client, "live watcher", self.streaming, log)
+            self._feed_open = True
+        keys = run_keys(self.client)[-self.watch_runs :]
         messages: list[dict[str, Any]] = []
         new_state: dict[str, Any] = {}
         for uid in keys:
@@ -181,6 +223,10 @@ class Watcher:
             messages.insert(0, {"type": "runs", "runs": summaries[::-1]})
         self.state = new_state
         self.polls += 1
+        nodes: dict = {}
+        for snapshot in new_state.values():
+            nodes.update(snapshot["follow"])
+        self.feed.follow(nodes)
         for message in messages:
             self.hub.publish(message)
         return messages
@@ -188,7 +234,12 @@ class Watcher:
     # ------------------------------------------------------------------ lifetime
     def _loop(self) -> None:
         backoff = Backoff("live watcher", self.poll_interval_s, self.max_wait_s, log)
-        poll_until_stopped(self.poll_once, self._stop, self.poll_interval_s, backoff)
+        try:
+            poll_until_stopped(
+                self.poll_once, self._stop, self.poll_interval_s, backoff, feed=self.feed
+            )
+        finally:
+            self.feed.close()
 
     def start(self) -> Watcher:
         self._thread = threading.Thread(target=self._loop, name="sptycho-api-watcher", daemon=True)
@@ -197,5 +248,8 @@ class Watcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self.feed.wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        else:
+            self.feed.close()  # polled by hand (poll_once): its subscriptions end here

@@ -26,6 +26,11 @@ class ApiSettings(BaseSettings):
     max_body_bytes : largest request body accepted (bytes); a bigger one is refused with
         413, from its ``Content-Length`` before reading, or once that many bytes of a
         chunked body have arrived
+    queue_server : the beamline's bluesky queue server, whose RunEngine then runs the page's
+        scans (:mod:`services.api.queue_control`): its 0MQ control socket
+        (``tcp://host:60615``) or its HTTP server (``http://host:60610``). ``None`` (the
+        default): scans run on the page's own RunEngine (``sptycho web --beamline``, the demo)
+    queue_api_key : the HTTP server's key (``QSERVER_HTTP_SERVER_SINGLE_USER_API_KEY``)
     """
 
     model_config = SettingsConfigDict(env_prefix="SPTYCHO_API_", extra="ignore")
@@ -41,3 +46,5 @@ class ApiSettings(BaseSettings):
     results_key: str = Field("recon", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     tiled_timeout_s: float = Field(30.0, gt=0.0, le=600.0)
     max_body_bytes: int = Field(1_000_000, ge=1)
+    queue_server: str | None = Field(None, pattern=r"^(tcp|https?)://\S+$")
+    queue_api_key: str | None = None

@@ -12,13 +12,55 @@ from services.validation import require_finite, require_positive
 #: Photon energies (eV) the attenuation tables (xraydb, Chantler) cover.
 ENERGY_RANGE_EV = (10.0, 900_000.0)
 
+#: The sample and dose budget of ``sptycho scan raster|stack`` (fields of the plans'
+#: parameter models: ``sample``, ``material``, ``thickness_m``, ``flux_ph_s``,
+#: ``dose_budget_gray``).
+SCAN_DOSE_OPTIONS = dict(
+    sample=typer.Option(
+        None,
+        help="Sample name, its key in the dose ledger (BN-1). A name starting with a preset "
+        "(bn-bamboo/BN, siemens-star/Au, cnt-bundle/CNT, permalloy-rods/permalloy) sets "
+        "--material and --thickness.",
+    ),
+    material=typer.Option(None, help="Sample material (BN, C, Au, permalloy, kapton, ...)."),
+    thickness=typer.Option(None, help="Sample thickness (m)."),
+    flux=typer.Option(None, help="Incident flux (photons/s); default: the I0 monitor now."),
+    dose_budget=typer.Option(
+        None,
+        "--dose-budget",
+        help="Refuse the scan before anything moves if any point of the sample would "
+        "exceed this dose (Gy), counting the dose it has already received.",
+    ),
+)
+
+
+def scan_dose_fields(
+    sample: str | None,
+    material: str | None,
+    thickness: float | None,
+    flux: float | None,
+    dose_budget: float | None,
+) -> dict:
+    """The parameter-model fields of the scan commands' dose options (None: not given)."""
+    require_finite(thickness=thickness, flux=flux, dose_budget=dose_budget)
+    fields = dict(
+        sample=sample,
+        material=material,
+        thickness_m=thickness,
+        flux_ph_s=flux,
+        dose_budget_gray=dose_budget,
+    )
+    return {k: v for k, v in fields.items() if v is not None}
+
 
 def dose(
     spot: float = typer.Option(..., help="Spot diameter 2R (m)."),
     step: float = typer.Option(None, help="Step between points d (m)."),
     overlap: float = typer.Option(None, help="Overlap O = 1 - d/2R instead of --step."),
     area: float = typer.Option(2e-6, help="Side of the square scan area (m)."),
-    material: str = typer.Option(None, help="Sample material (BN, C, formvar, Si3N4, ...)."),
+    material: str = typer.Option(
+        None, help="Sample material (BN, C, formvar, Si3N4, ... or an xraydb material name)."
+    ),
     thickness: float = typer.Option(None, help="Sample thickness (m)."),
     flux: float = typer.Option(None, help="Incident flux (photons/s)."),
     exposure: float = typer.Option(None, help="Exposure per point (s)."),
@@ -32,7 +74,7 @@ def dose(
 
     Paper: J. Synchrotron Rad. 30 (2023), doi:10.1107/S1600577523000955.
     """
-    from recon.dose import MATERIALS, dose_report
+    from recon.dose import dose_report, material_properties
 
     require_finite(spot=spot, step=step, overlap=overlap, area=area)
     require_positive(thickness=thickness, flux=flux, exposure=exposure, energy=energy)
@@ -47,8 +89,11 @@ def dose(
     low, high = ENERGY_RANGE_EV
     if energy is not None and not low <= energy <= high:
         fail(f"--energy must be within {low:g}..{high:g} eV, got {energy:g}")
-    if material is not None and material not in MATERIALS:
-        fail(f"unknown material {material!r}: use one of {', '.join(MATERIALS)}")
+    if material is not None:
+        try:
+            material_properties(material)
+        except ValueError as err:
+            fail(str(err))
     try:
         report = dose_report(
             spot,

@@ -10,7 +10,10 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from services.commands.dose import SCAN_DOSE_OPTIONS as DOSE
+from services.commands.dose import scan_dose_fields
 from services.commands.options import SCAN_OPTIONS
+from services.commands.queue_scan import QUEUE_OPTIONS, submit
 from services.errors import fail
 from services.validation import finite_list, one_line, require_finite
 
@@ -149,7 +152,10 @@ def _run(plan_factory, params, prefix, tiled_uri, api_key, data_dir) -> None:
             echo=echo,
         ) as s:
             try:
-                uids = s.RE(plan_factory(s.beamline, params, guard=s.RE.guard))
+                plan = plan_factory(
+                    s.beamline, params, guard=s.RE.guard, dose_ledger=s.RE.dose_ledger
+                )
+                uids = s.RE(plan)
             except RunEngineInterrupted:
                 notice = s.RE.notices.current
                 if notice and notice.startswith("paused:"):
@@ -184,10 +190,18 @@ def raster(
     pattern: str = typer.Option("raster", help="raster or fermat."),
     frame_size: int = typer.Option(128, help="Frame width (binned pixels)."),
     dark: int = typer.Option(25, help="Dark frames."),
+    sample: str | None = DOSE["sample"],
+    material: str | None = DOSE["material"],
+    thickness: float | None = DOSE["thickness"],
+    flux: float | None = DOSE["flux"],
+    dose_budget: float | None = DOSE["dose_budget"],
     prefix: str = COMMON["prefix"],
     tiled_uri: str = COMMON["tiled_uri"],
     api_key: str = COMMON["api_key"],
     data_dir: Path = COMMON["data_dir"],
+    queue: str | None = QUEUE_OPTIONS["queue"],
+    queue_api_key: str | None = QUEUE_OPTIONS["queue_api_key"],
+    follow: bool = QUEUE_OPTIONS["follow"],
 ) -> None:
     """One defocused ptychogram: dark frames, then the raster."""
     from plans.parameters import RasterParams
@@ -195,7 +209,12 @@ def raster(
 
     params = _params(
         RasterParams,
-        dict(energy_ev=energy, polarization=polarization.upper(), pattern=pattern),
+        dict(
+            energy_ev=energy,
+            polarization=polarization.upper(),
+            pattern=pattern,
+            **scan_dose_fields(sample, material, thickness, flux, dose_budget),
+        ),
         spot,
         overlap,
         area,
@@ -205,6 +224,9 @@ def raster(
         frame_size,
         dark,
     )
+    if queue:
+        submit(queue, "raster", params, queue_api_key, follow)
+        return
     _run(defocused_raster, params, prefix, tiled_uri, api_key, data_dir)
 
 
@@ -226,10 +248,18 @@ def stack(
     motion: Motion = MOTION_OPTIONS["motion"],
     frame_size: int = typer.Option(128, help="Frame width (binned pixels)."),
     dark: int = typer.Option(25, help="Dark frames per series."),
+    sample: str | None = DOSE["sample"],
+    material: str | None = DOSE["material"],
+    thickness: float | None = DOSE["thickness"],
+    flux: float | None = DOSE["flux"],
+    dose_budget: float | None = DOSE["dose_budget"],
     prefix: str = COMMON["prefix"],
     tiled_uri: str = COMMON["tiled_uri"],
     api_key: str = COMMON["api_key"],
     data_dir: Path = COMMON["data_dir"],
+    queue: str | None = QUEUE_OPTIONS["queue"],
+    queue_api_key: str | None = QUEUE_OPTIONS["queue_api_key"],
+    follow: bool = QUEUE_OPTIONS["follow"],
 ) -> None:
     """Energies x polarizations of ptychograms in one run."""
     from plans.parameters import StackParams
@@ -240,10 +270,14 @@ def stack(
         polarizations=[p.strip().upper() for p in polarizations.split(",") if p.strip()],
         order=order,
         dark=dark_policy,
+        **scan_dose_fields(sample, material, thickness, flux, dose_budget),
     )
     params = _params(
         StackParams, specific, spot, overlap, area, exposure, mode, motion, frame_size, dark
     )
+    if queue:
+        submit(queue, "stack", params, queue_api_key, follow)
+        return
     _run(spectro_stack, params, prefix, tiled_uri, api_key, data_dir)
 
 

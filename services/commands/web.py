@@ -26,6 +26,16 @@ def web(
         None, help="IOC prefix of a beamline to run scans on (e.g. 'SIM:'); read-only without."
     ),
     data_dir: Path = typer.Option(Path("sptycho-data"), help="Where the camera writes frames."),
+    queue_server: str | None = typer.Option(
+        None,
+        "--queue-server",
+        envvar="SPTYCHO_API_QUEUE_SERVER",
+        help="The beamline's bluesky queue server, whose RunEngine runs the page's scans: "
+        "its 0MQ control socket (tcp://host:60615) or HTTP server (http://host:60610).",
+    ),
+    queue_api_key: str | None = typer.Option(
+        None, envvar="SPTYCHO_API_QUEUE_API_KEY", help="The queue server HTTP server's key."
+    ),
 ) -> None:
     """Serve the live page: runs, reconstructions, stacks, spectra; scans for operators."""
     import contextlib
@@ -40,16 +50,30 @@ def web(
 
     try:
         settings = ApiSettings(
-            tiled_uri=tiled_uri, tiled_api_key=tiled_api_key, key=key, host=host, port=port
+            tiled_uri=tiled_uri,
+            tiled_api_key=tiled_api_key,
+            key=key,
+            host=host,
+            port=port,
+            queue_server=queue_server,
+            queue_api_key=queue_api_key,
         )
     except ValidationError as err:
         fail(one_line(err))
     problem = port_problem(host, port) or tiled_problem(tiled_uri, tiled_api_key)
     if problem:
         fail(problem)
+    if beamline and queue_server:
+        fail("--beamline and --queue-server exclude each other: one RunEngine per beamline")
     with contextlib.ExitStack() as stack:
         controller = None
-        if beamline:
+        if queue_server:
+            from services.api.queue_control import QueueController
+            from services.queue_client import connect_manager
+
+            controller = QueueController(connect_manager(queue_server, queue_api_key))
+            stack.callback(controller.close)
+        elif beamline:
             from services.session import open_session
 
             try:

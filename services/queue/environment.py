@@ -15,7 +15,9 @@ Settings come from environment variables (``EnvironmentFile=`` of the systemd un
     Seconds to wait for every beamline PV to connect (default 10).
 
 Documents are kept in ``<data dir>/journal`` and delivered to Tiled by a thread of their
-own (:mod:`services.delivery`); the beam suspenders are installed (:mod:`services.acquisition`).
+own (:mod:`services.delivery`); the beam suspenders are installed (:mod:`services.acquisition`)
+and each run's exposures go to the samples' dose maps in Tiled (:mod:`services.dose_ledger`),
+which the plans check a dose budget against.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def build_namespace(settings: QueueSettings | None = None) -> dict[str, Any]:
     from devices.beamline import make_beamline
     from services.acquisition import make_run_engine
     from services.delivery import TiledDelivery
+    from services.dose_ledger import DoseLedger
     from services.journal import DocumentJournal
     from services.queue.plans import make_queue_plans
 
@@ -129,7 +132,10 @@ def build_namespace(settings: QueueSettings | None = None) -> dict[str, Any]:
     delivery = TiledDelivery(lambda: from_uri(s.tiled_uri, api_key=s.tiled_api_key), journal)
     delivery.deliver_pending()
     # default context managers: the queue server runs plans in its worker's main thread
-    RE = make_run_engine(delivery=delivery, beamline=bl, progress=ConsoleProgress())
+    ledger = DoseLedger(client)
+    RE = make_run_engine(
+        delivery=delivery, beamline=bl, progress=ConsoleProgress(), dose_ledger=ledger
+    )
     RE.md["beamline_prefix"] = s.prefix
     devices = {f.name: getattr(bl, f.name) for f in dataclasses.fields(bl)}
     return {
@@ -137,7 +143,7 @@ def build_namespace(settings: QueueSettings | None = None) -> dict[str, Any]:
         "tiled": client,
         "bl": bl,
         **devices,
-        **make_queue_plans(bl),
+        **make_queue_plans(bl, dose_ledger=ledger),
         "count": count,
         "mv": mv,
         "mvr": mvr,

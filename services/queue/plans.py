@@ -8,7 +8,10 @@ values when an item is added, and calls the plan with those values. :func:`make_
 therefore wraps each plan in a generator function bound to the beamline whose keyword-only
 parameters are the fields of its model (same names, types and defaults, the most used first)
 plus ``md``. The model validates the values when the plan starts, before anything moves, so
-an impossible scan fails its queue item with the model's one-line reason.
+an impossible scan fails its queue item with the model's one-line reason. A scan with a dose
+budget that would take its sample (with the dose it has already received, read from the
+dose ledger) over the budget fails the same way, before any message
+(:func:`plans.dose_check.check_scan_dose`).
 
 An operator queues, for example::
 
@@ -68,6 +71,21 @@ motion : str
     step, which the reconstruction absorbs with probe modes; raster only). ``continuous``
     needs ``mode`` ``fly``."""
 
+#: The sample and its dose, the same in every plan's docstring.
+_DOSE_DOC = """sample : str
+    The sample's name, its key in the dose ledger (``BN-1``); a name starting with a preset
+    (``bn-bamboo``/``BN``, ``siemens-star``/``Au``, ``cnt-bundle``/``CNT``,
+    ``permalloy-rods``/``permalloy``) sets material and thickness.
+material : str
+    Sample material for the dose (BN, C, Au, permalloy, ... or an xraydb material name).
+thickness_m : float
+    Sample thickness (m).
+flux_ph_s : float
+    Incident flux (photons/s); by default the beam monitor's I0 when the plan starts.
+dose_budget_gray : float
+    Refuse the scan, before anything moves, if any point of the sample would exceed this
+    dose (Gy) counting what it has already received."""
+
 _DOCS = {
     "ptycho_raster": """One defocused ptychogram: dark frames, spot, energy, polarization, raster.
 
@@ -82,6 +100,7 @@ polarization : str
     Undulator polarization: LH, LV, CL or CR.
 @GEOMETRY@
 @ACQUISITION@
+@DOSE@
 md : dict
     Extra metadata for the run's start document.
 """,
@@ -104,6 +123,7 @@ order : str
     list for each polarization in turn).
 dark : str
     ``once`` per stack, ``per-energy`` or ``none``.
+@DOSE@
 md : dict
     Extra metadata for the run's start document.
 """,
@@ -153,6 +173,7 @@ def make_queue_plan(
     *,
     first: tuple[str, ...] = (),
     doc: str | None = None,
+    dose_ledger: Any = None,
 ) -> Callable[..., Plan]:
     """Wrap ``plan(beamline, model(**kwargs), md=md)`` as a plan with keyword parameters.
 
@@ -164,6 +185,7 @@ def make_queue_plan(
     beamline : the :class:`devices.beamline.Beamline` the plan drives
     first : model fields listed first in the signature
     doc : the docstring (numpydoc; the queue server shows its parameter descriptions)
+    dose_ledger : the samples' received dose, for the plan's budget check
 
     Returns
     -------
@@ -176,7 +198,7 @@ def make_queue_plan(
         signature.bind(**kwargs)  # TypeError naming an unknown keyword
         md = kwargs.pop("md", None)
         params = model(**kwargs)  # ValidationError before any message, so before any motion
-        return (yield from plan(beamline, params, md=md))
+        return (yield from plan(beamline, params, md=md, dose_ledger=dose_ledger))
 
     queue_plan.__name__ = queue_plan.__qualname__ = name
     queue_plan.__doc__ = doc
@@ -184,12 +206,14 @@ def make_queue_plan(
     return queue_plan
 
 
-def make_queue_plans(beamline: Any) -> dict[str, Callable[..., Plan]]:
+def make_queue_plans(beamline: Any, dose_ledger: Any = None) -> dict[str, Callable[..., Plan]]:
     """The ptychography plans of :data:`QUEUE_PLANS`, bound to ``beamline``.
 
     Parameters
     ----------
     beamline : the :class:`devices.beamline.Beamline` the plans drive
+    dose_ledger : the :class:`services.dose_ledger.DoseLedger` the plans check a dose
+        budget against (None: every sample counts as fresh)
 
     Returns
     -------
@@ -211,7 +235,9 @@ def make_queue_plans(beamline: Any) -> dict[str, Callable[..., Plan]]:
             first=first,
             doc=_DOCS[name]
             .replace("@GEOMETRY@", _GEOMETRY_DOC)
-            .replace("@ACQUISITION@", _ACQUISITION_DOC),
+            .replace("@ACQUISITION@", _ACQUISITION_DOC)
+            .replace("@DOSE@", _DOSE_DOC),
+            dose_ledger=dose_ledger,
         )
         for name, (plan, model, first) in QUEUE_PLANS.items()
     }

@@ -40,7 +40,11 @@ class WorkerSettings(BaseSettings):
     counts_per_photon : detector gain; ``None``: the run's metadata, else estimated
     saturation_counts : raw counts at which a pixel saturates; ``None``: 16-bit sensor
         times binning squared
-    poll_interval_s : how often Tiled is asked what is new
+    poll_interval_s : how often Tiled is asked what is new when it does not stream changes
+    tiled_streaming : ``auto`` (default: follow Tiled's websocket subscriptions when the
+        server has a streaming cache, else poll), ``streaming`` or ``polling``
+    safety_poll_s : while following subscriptions, Tiled is still asked this often (a missed
+        message or a dropped websocket never loses data)
     catch_up_runs : how many of the newest runs are checked for missed work at start
     results_key : container, inside each run, that holds its reconstructions
     executor : ``local`` (threads in this process) or ``dask``
@@ -78,6 +82,8 @@ class WorkerSettings(BaseSettings):
     counts_per_photon: float | None = Field(None, gt=0)
     saturation_counts: float | None = Field(None, gt=0)
     poll_interval_s: float = Field(0.5, gt=0, le=60)
+    tiled_streaming: Literal["auto", "streaming", "polling"] = "auto"
+    safety_poll_s: float = Field(5.0, gt=0, le=600)
     catch_up_runs: int = Field(50, ge=0)
     results_key: str = Field("recon", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     executor: Literal["local", "dask"] = "local"

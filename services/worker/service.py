@@ -9,6 +9,12 @@ ptychogram it was on (status ``running``) starts again, finished ones are never 
 unless ``redo`` is set. Runs seen finished (stopped, every ptychogram done) are remembered
 and skipped.
 
+Between polls the worker waits on a :class:`services.tiled_stream.ChangeFeed`: where Tiled
+streams (a streaming cache), it follows the catalog root (new runs, stop documents) and the
+primary stream of each run it is not done with (new frames), and a task that finishes wakes
+it too; it still polls every ``safety_poll_s``. Against the embedded SQLite Tiled it polls
+every ``poll_interval_s``.
+
 When Tiled does not answer (a restart, a network cut), :meth:`Worker.run_forever` logs one
 line, polls again with growing waits (up to ``tiled_retry_max_s``) and logs one more line
 when Tiled is back; running tasks wait the same way (:mod:`services.worker.task`).
@@ -25,11 +31,12 @@ from typing import Any
 import numpy as np
 
 from services.polling import poll_until_stopped
+from services.tiled_stream import ChangeFeed, run_nodes
 from services.worker.config import WorkerSettings
 from services.worker.executor import make_executor
 from services.worker.stack_analysis import analyze_run_safely
 from services.worker.task import TaskOutcome, reconstruct_ptychogram
-from services.worker.tiled_io import Backoff, ResultStore, RunReader, connect
+from services.worker.tiled_io import Backoff, ResultStore, RunReader, connect, run_keys
 
 log = logging.getLogger("sptycho.worker")
 
@@ -106,14 +113,16 @@ class Worker:
         self.finished_runs: set[str] = set()
         self.redone: dict[str, set[int]] = {}
         self.outcomes: list[TaskOutcome] = []
+        self._readers: dict[str, RunReader] = {}  # of the runs not finished
         self._stop = threading.Event()
         self._first_poll = True
+        self.feed = ChangeFeed(client, False, settings.poll_interval_s, settings.safety_poll_s)
 
     # ---------------------------------------------------------------- discovery
     def candidate_runs(self) -> list[str]:
         """Uids of the runs to look at: the newest ``catch_up_runs`` at the first poll (and
         every run started since), afterwards the ones not known to be finished."""
-        keys = list(self.client.keys())
+        keys = run_keys(self.client)
         if self._first_poll:
             window = max(1, self.settings.catch_up_runs)
             self.finished_runs.update(keys[:-window])  # older runs: not this worker's job
@@ -121,7 +130,9 @@ class Worker:
         return [k for k in keys if k not in self.finished_runs]
 
     def _run_work(self, uid: str) -> list[int]:
-        reader = RunReader(self.client, uid)
+        if uid not in self._readers:
+            self._readers[uid] = RunReader(self.client, uid)
+        reader = self._readers[uid]
         if not reader.geometry.get("points_per_ptychogram"):
             self.finished_runs.add(uid)  # not a ptychography run
             return []
@@ -134,6 +145,7 @@ class Worker:
         todo = plan_work(present, statuses, flying, self.settings.redo, redone)
         if stopped and not todo and not flying:
             self.finished_runs.add(uid)
+            self._readers.pop(uid, None)
         return todo
 
     # ---------------------------------------------------------------- dispatch
@@ -169,7 +181,8 @@ class Worker:
         """One round: collect finished tasks, start new ones; returns how many started."""
         self._collect()
         started = 0
-        for uid in self.candidate_runs():
+        candidates = self.candidate_runs()
+        for uid in candidates:
             if len(self.in_flight) >= self.settings.max_concurrent:
                 break
             try:
@@ -181,15 +194,35 @@ class Worker:
                     break
                 if self.settings.redo:
                     self.redone.setdefault(uid, set()).add(k)
-                self.in_flight[(uid, k)] = self.executor.submit(
-                    reconstruct_ptychogram, self._task_settings(), uid, k
-                )
+                future = self.executor.submit(reconstruct_ptychogram, self._task_settings(), uid, k)
+                future.add_done_callback(self._task_done)
+                self.in_flight[(uid, k)] = future
                 started += 1
         self._first_poll = False
+        self.feed.follow(self._followed(candidates))
         return started
 
+    def _followed(self, uids: list[str]) -> dict[str, Any]:
+        """The nodes to follow: each unfinished run and its primary stream, and the event
+        table once this worker has seen it (before that, the stream says when it is made)."""
+        nodes: dict[str, Any] = {}
+        for uid in uids:
+            if uid in self.finished_runs:
+                continue
+            nodes.update(run_nodes(uid, table=False))
+            reader = self._readers.get(uid)
+            if reader is not None and reader.has_table():
+                nodes.update(run_nodes(uid))
+        return nodes
+
+    def _task_done(self, future: Any) -> None:
+        self.feed.wake()  # collect it and start what waits, now
+
     def _task_settings(self) -> WorkerSettings:
-        return self.settings
+        """The tasks' settings: they wait on Tiled the way the worker found it works."""
+        if self.settings.tiled_streaming != "auto":
+            return self.settings
+        return self.settings.model_copy(update={"tiled_streaming": self.feed.mode})
 
     # ---------------------------------------------------------------- lifetime
     def run_forever(self, until: Callable[[], bool] | None = None) -> None:
@@ -202,15 +235,22 @@ class Worker:
         s = self.settings
         backoff = Backoff("worker", s.poll_interval_s, s.tiled_retry_max_s)
         try:
-            poll_until_stopped(self.poll_once, self._stop, s.poll_interval_s, backoff, until)
+            self.feed.open(self.client, "worker", s.tiled_streaming, log)
+            if self._stop.is_set():
+                return
+            poll_until_stopped(
+                self.poll_once, self._stop, s.poll_interval_s, backoff, until, self.feed
+            )
         finally:
             self.close()
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return (running tasks stop at their next step)."""
         self._stop.set()
+        self.feed.wake()
 
     def close(self) -> None:
+        self.feed.close()
         self.executor.shutdown(wait=True)
         self._collect()
 

@@ -8,6 +8,7 @@ starts a reconstruction, every ``refresh_frames`` new frames it adds them
 writes the partial result with ``status: running``; when all ``points_per_ptychogram``
 frames are in (or the run stopped short) it runs the whole algorithm chain on all frames,
 warm-started from the live result, and writes the final result with ``status: done``.
+Between looks it waits for the run's event table to grow (:mod:`services.tiled_stream`).
 
 Frames recorded without beam (I0 below the worker's thresholds, see
 :func:`services.worker.grouping.low_i0_frames`) are left out; their count is written as
@@ -30,6 +31,7 @@ from recon.cxi import Ptychogram
 from recon.motion import blurred_probe_modes, probe_modes_for_blur
 from recon.prepare import prepare
 from recon.reconstruction import Reconstruction
+from services.tiled_stream import ChangeFeed, open_feed, run_nodes
 from services.worker.config import WorkerSettings
 from services.worker.grouping import (
     check_frames,
@@ -366,15 +368,15 @@ def reconstruct_ptychogram(
 
     task: PtychogramTask | None = None
     store: ResultStore | None = None
+    feed: ChangeFeed | None = None
+    s = settings
     try:
         if client is None:
-            uri, key, timeout = (
-                settings.tiled_uri or "",
-                settings.tiled_api_key,
-                settings.tiled_timeout_s,
-            )
-            client = tiled(lambda: connect(uri, key, timeout))
+            client = tiled(lambda: connect(s.tiled_uri or "", s.tiled_api_key, s.tiled_timeout_s))
         reader = tiled(lambda: RunReader(client, uid))
+        # frames wake the task where Tiled streams them (services.tiled_stream)
+        feed = open_feed(client, "", s.tiled_streaming, s.poll_interval_s, s.safety_poll_s, None)
+        feed.follow(run_nodes(uid))
         store = ResultStore(client, uid, settings.results_key)
         task = PtychogramTask(settings, reader, store, index)
         begin = {"algorithm": settings.algorithm, "frames_total": task.total}
@@ -408,7 +410,8 @@ def reconstruct_ptychogram(
                 tiled(partial(store.write, index, live["arrays"], live["metadata"]))
                 since_refresh = 0
             elif new == 0:
-                time.sleep(settings.poll_interval_s)
+                feed.wait(stop=stop)
+                feed.follow(run_nodes(uid))  # again: a dropped one restarts
     except TaskStopped:
         return _stopped(uid, index, task)
     except Exception as err:  # noqa: BLE001 - reported in Tiled, the worker goes on
@@ -427,6 +430,9 @@ def reconstruct_ptychogram(
             messages=[message],
             frames_rejected=len(task.rejected_rows) if task else 0,
         )
+    finally:
+        if feed is not None:
+            feed.close()
 
 
 def _poll(reader: RunReader, task: PtychogramTask) -> tuple[bool, tuple[int, bool]]:

@@ -1,8 +1,12 @@
 """Reading runs from Tiled and writing reconstructions back next to them.
 
-The embedded Tiled server (SQLite, no Redis) has no streaming subscriptions, so the worker
-asks "what is new" by polling: the run list, the primary stream's event table and the
-length of its ``camera_image`` array. Every call re-reads the node, so the answer is fresh.
+The worker asks "what is new" by reading the run list, the primary stream's event table and
+the length of its ``camera_image`` array: every poll against the embedded Tiled server
+(SQLite, no streaming cache), and whenever a subscription says something changed where Tiled
+streams (:mod:`services.tiled_stream`). The answers are fresh: the run's metadata, the table's
+rows and the array's length are read again at every call; only the clients of the stream
+containers and of the table (which do not change once made) are kept, so that one look costs
+few requests.
 
 Results live in a container inside the run (``<run>/recon``; the key is configurable), one
 container per ptychogram (``p0000``, ``p0001``, ...) holding ``object`` (complex64),
@@ -68,6 +72,19 @@ def connect(uri: str, api_key: str | None = None, timeout_s: float = 30.0) -> An
 
     timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
     return from_uri(uri, api_key=api_key, timeout=timeout)
+
+
+def run_keys(client: Any) -> list[str]:
+    """Keys of the catalog root's runs, oldest first: every key but the samples' dose ledger
+    (:data:`services.dose_ledger.LEDGER_KEY`), which lives beside the runs.
+
+    Parameters
+    ----------
+    client : a tiled client of the catalog root
+    """
+    from services.dose_ledger import LEDGER_KEY
+
+    return [key for key in client.keys() if key != LEDGER_KEY]
 
 
 def is_transient(err: BaseException) -> bool:
@@ -162,6 +179,9 @@ class RunReader:
         self.uid = uid
         self.run = client[uid]
         self.start: dict[str, Any] = dict(self.run.metadata.get("start") or {})
+        self._streams: dict[str, Any] = {}
+        self._tables: dict[str, Any] = {}
+        self._fresh: dict[str, Any] = {}  # camera_image clients of the last look
 
     @property
     def geometry(self) -> dict[str, Any]:
@@ -173,8 +193,34 @@ class RunReader:
         return bool(self.run.metadata.get("stop"))
 
     def _stream(self, name: str) -> Any | None:
-        run = self.client[self.uid]
-        return run[name] if name in run else None
+        if name not in self._streams:
+            run = self.client[self.uid]
+            if name not in run:
+                return None
+            self._streams[name] = run[name]
+        return self._streams[name]
+
+    def _table(self, stream: str, node: Any) -> Any | None:
+        if stream not in self._tables:
+            if "internal" not in node.base:
+                return None
+            self._tables[stream] = node.base["internal"]
+        return self._tables[stream]
+
+    def has_table(self, stream: str = "primary") -> bool:
+        """True once :meth:`table` found the stream's event table."""
+        return stream in self._tables
+
+    def _images(self, stream: str, node: Any) -> Any | None:
+        """The stream's ``camera_image`` array, its length fresh (None: not there yet).
+
+        Read from the raw container (``node.base``): bluesky's stream client adds requests.
+        """
+        try:
+            self._fresh[stream] = node.base["camera_image"]
+        except KeyError:
+            return None
+        return self._fresh[stream]
 
     def table(
         self,
@@ -194,12 +240,13 @@ class RunReader:
         optional : in the answer only when the stream has them (such as ``beam_i0``)
         """
         node = self._stream(stream)
-        if node is None or "internal" not in node.base or "camera_image" not in node:
+        internal = None if node is None else self._table(stream, node)
+        images = None if internal is None else self._images(stream, node)
+        if images is None:
             return {c: np.zeros(0) for c in columns}
-        internal = node.base["internal"]
         present = [c for c in (*columns, *optional) if c in internal.columns]
         df = internal.read(present)
-        n = min(len(df), int(node["camera_image"].shape[0]))
+        n = min(len(df), int(images.shape[0]))
         out = {c: _column(df, c)[:n] for c in present}
         for c in columns:
             out.setdefault(c, np.zeros(n))
@@ -211,8 +258,12 @@ class RunReader:
         node = self._stream(stream)
         if node is None or rows.size == 0:
             raise KeyError(f"no {stream} frames in run {self.uid}")
-        images = node["camera_image"]
         lo, hi = int(rows.min()), int(rows.max()) + 1
+        images = self._fresh.get(stream)  # as long as the last table() saw it, or longer
+        if images is None or images.shape[0] < hi:
+            images = self._images(stream, node)
+        if images is None:
+            raise KeyError(f"no {stream} frames in run {self.uid}")
         block = np.asarray(images[lo:hi])
         return block[rows - lo]
 

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from services.api import deps
 from services.api.app import create_app
-from services.api.routes import ROUTERS, live, page, pictures, runs, scan, stack
+from services.api.routes import ROUTERS, dose, live, page, pictures, runs, scan, stack
 from services.api.settings import ApiSettings
 
 KEY = "operator-secret-2"
@@ -28,10 +28,12 @@ API = {
     ("GET", "/api/scan"): scan,
     ("POST", "/api/scan"): scan,
     ("POST", "/api/scan/{action}"): scan,
+    ("GET", "/api/dose"): dose,
+    ("GET", "/api/dose/{sample}"): dose,
     ("WS", "/ws"): live,
 }
 PREFIXES = {page: "", runs: "/api/runs", pictures: "/api/runs", stack: "/api/runs"}
-PREFIXES |= {scan: "/api/scan", live: ""}
+PREFIXES |= {scan: "/api/scan", dose: "/api/dose", live: ""}
 
 
 class _NoRuns:

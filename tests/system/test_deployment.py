@@ -6,7 +6,10 @@ Redis streaming cache), a Dask scheduler and worker, the streaming worker (``spt
 --config deploy/queueserver/config.yml``, startup module ``services.queue.startup``) and its
 HTTP server run as the systemd units run them, each in its own process group on free ports.
 A small stack queued through the queue server's 0MQ API must end as one run in Tiled with
-every ptychogram reconstructed by the Dask worker.
+every ptychogram reconstructed by the Dask worker. The live page (``sptycho web``, whose
+scans go through the queue server's HTTP server: one RunEngine per beamline) is then driven
+in Chromium: a stack started, paused and resumed from the page ends in Tiled, reconstructed,
+while the page shows the running plan and its pictures.
 
 PostgreSQL and Redis are the test's own (``private_services``): started on free ports in
 folders of their own, stopped and removed at the end, so a fresh machine with only Debian's
@@ -26,6 +29,7 @@ import numpy as np
 import pytest
 from private_services import private_postgres, private_redis
 from service_process import Service, wait_for
+from test_live_page import _open, browser  # noqa: F401 - the module's Chromium fixture
 
 from services.tiled_server import TiledServer, free_port
 from services.worker.tiled_io import ResultStore
@@ -50,6 +54,7 @@ STACK = dict(
 )
 POINTS = 25
 N_PTYCHOGRAMS = 4
+WEB_KEY = "operator-key-deploy-1"
 
 
 def _close_environment(RM) -> None:
@@ -60,7 +65,11 @@ def _close_environment(RM) -> None:
             RM.wait_for_idle(timeout=30)
 
 
-def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path, monkeypatch):
+def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(
+    tmp_path,
+    monkeypatch,
+    browser,  # noqa: F811
+):
     from bluesky_queueserver_api import BPlan
     from bluesky_queueserver_api.comm_base import RequestFailedError
     from bluesky_queueserver_api.zmq import REManagerAPI
@@ -165,7 +174,23 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path,
                 stop_signal=signal.SIGINT,
             )
         )
-        everything = [scheduler, dask_worker, manager, http, worker]
+        web_port = free_port()
+        web = stack.enter_context(
+            Service(
+                "web",
+                [BIN / "sptycho", "web", "--port", web_port],
+                dict(
+                    base,
+                    SPTYCHO_API_TILED_URI=tiled.uri,
+                    SPTYCHO_API_TILED_API_KEY=tiled.api_key,
+                    SPTYCHO_API_KEY=WEB_KEY,
+                    SPTYCHO_API_QUEUE_SERVER=f"http://127.0.0.1:{http_port}",
+                    SPTYCHO_API_QUEUE_API_KEY=http_key,
+                ),
+                logs,
+            )
+        )
+        everything = [scheduler, dask_worker, manager, http, worker, web]
 
         # the Dask cluster has its worker
         dask_client = stack.enter_context(Client(scheduler_addr, timeout=60))
@@ -299,10 +324,80 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(tmp_path,
             assert llk[-1] < llk[0]
             assert node["probe"].read().shape == (1, 64, 64)
 
+        t_page = time.monotonic()
+        _stack_from_the_page(browser, f"http://127.0.0.1:{web_port}/", RM, client, everything)
         print(
             f"deployment up and scanned in {t_scan - t0:.1f} s, "
-            f"reconstructed {t_done - t_scan:.1f} s after the scan"
+            f"reconstructed {t_done - t_scan:.1f} s after the scan, "
+            f"page stack scanned and reconstructed in {time.monotonic() - t_page:.1f} s"
         )
+
+
+def _stack_from_the_page(chromium, url, RM, client, services) -> None:
+    """Start a stack from the page (through the HTTP server), pause, resume; the page shows
+    the plan and its reconstructions, and Tiled ends with every ptychogram reconstructed."""
+    wait_for(
+        lambda: httpx.get(url + "api/scan", timeout=5).json().get("state") == "idle",
+        60,
+        "the page did not reach the queue server",
+        services,
+    )
+    page, errors = _open(chromium, url)
+    page.wait_for_function("document.getElementById('scan-backend').textContent === 'queue'")
+    for field, value in [
+        ("#scan-energies", "190,192"),
+        ("#scan-pols", "LH"),
+        ("#scan-area", "0.4"),
+        ("#scan-spot", "0.2"),
+        ("#scan-overlap", "0.5"),
+        ("#scan-exposure", "0.2"),  # 2 x 25 points of 0.2 s: long enough to pause
+        ("#scan-frame", "64"),
+        ("#operator-key", WEB_KEY),
+    ]:
+        page.fill(field, value)
+    runs_before = len(client)
+    page.click("#scan-start")
+    page.wait_for_function("document.getElementById('scan-state').dataset.state === 'running'")
+    running = page.text_content("#scan-running")
+    assert "ptycho_stack" in running and "by sptycho web page" in running, running
+    page.click("#scan-pause")
+    page.wait_for_function("document.getElementById('scan-state').dataset.state === 'paused'")
+    assert RM.status(reload=True)["manager_state"] == "paused"
+    page.click("#scan-resume")
+    page.wait_for_function(
+        "document.getElementById('scan-state').dataset.state === 'idle'", timeout=120_000
+    )
+    item = RM.history_get(reload=True)["items"][-1]
+    assert item["name"] == "ptycho_stack" and item["kwargs"]["energies"] == [190.0, 192.0]
+    assert item["result"]["exit_status"] == "completed", item["result"]
+    (uid,) = item["result"]["run_uids"]
+    assert len(client) == runs_before + 1
+    # the page follows the new run: its reconstruction pictures and status arrive live
+    page.wait_for_function(
+        "document.getElementById('img-amplitude').src.startsWith('blob:')", timeout=120_000
+    )
+    statuses = wait_for(
+        lambda: (
+            (st := ResultStore(client, uid).statuses())
+            and len(st) == 2
+            and all(md.get("status") == "done" for md in st.values())
+            and st
+        ),
+        240,
+        "the page's stack was not all reconstructed",
+        services,
+    )
+    page.wait_for_function(
+        "document.getElementById('result-status').textContent.startsWith('done')",
+        timeout=60_000,
+    )
+    run = client[uid]
+    assert run.metadata["start"]["queued_by"] == "sptycho web page"
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert run["primary"]["camera_image"].read().shape == (2 * POINTS, 64, 64)
+    assert all(md["frames_used"] == POINTS for md in statuses.values())
+    assert not errors
+    page.close()
 
 
 def test_queue_plans_are_json_callable_and_refuse_bad_values_before_any_message():

@@ -8,6 +8,7 @@ runs       ``/api/runs``         the run list, a run's detail, positions, result
 pictures   ``/api/runs``         a reconstruction's amplitude, phase or probe picture
 stack      ``/api/runs``         the stack analysis: metadata, map pictures, spectra
 scan       ``/api/scan``         the scan controller's state and the operators' commands
+dose       ``/api/dose``         the samples' accumulated dose maps (the dose ledger)
 live       (none)                the ``/ws`` WebSocket of live messages
 =========  ====================  ==========================================================
 
@@ -15,8 +16,16 @@ Each module exposes ``router`` (an :class:`fastapi.APIRouter` that carries its p
 gets the app's shared objects through :mod:`services.api.deps`.
 """
 
-from services.api.routes import live, page, pictures, runs, scan, stack
+from services.api.routes import dose, live, page, pictures, runs, scan, stack
 
-ROUTERS = (page.router, runs.router, pictures.router, stack.router, scan.router, live.router)
+ROUTERS = (
+    page.router,
+    runs.router,
+    pictures.router,
+    stack.router,
+    scan.router,
+    dose.router,
+    live.router,
+)
 
 __all__ = ["ROUTERS"]

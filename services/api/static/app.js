@@ -272,6 +272,7 @@ function scanRequest() {
     motion: $("scan-motion").value,
     frame_size: Number($("scan-frame").value),
     n_dark: 5,
+    ...(window.doseParams ? window.doseParams() : {}),  // sample, thickness, budget (dose.js)
   };
   const energies = numbers($("scan-energies").value);
   const pols = $("scan-pols").value.split(",").map((s) => s.trim().toUpperCase()).filter(Boolean);
@@ -308,6 +309,39 @@ function showScan(state) {
   notice.textContent = state.notice || "";
   notice.hidden = !state.notice;
   $("scan-state").classList.toggle("alert", Boolean(state.notice));
+  showQueue(state);
+}
+
+// One line of a plan: its name, the main parameters, who queued it.
+function describePlan(plan) {
+  const p = plan.params || {};
+  const parts = [];
+  if (p.energies) parts.push(`${p.energies.length} E ${p.energies[0]}–${p.energies[p.energies.length - 1]} eV`);
+  if (p.energy_ev !== undefined) parts.push(`${p.energy_ev} eV`);
+  const pols = p.polarizations || (p.polarization ? [p.polarization] : []);
+  if (pols.length) parts.push(pols.join("/"));
+  if (p.spot_m !== undefined) parts.push(`spot ${(p.spot_m * 1e6).toFixed(2)} µm`);
+  if (p.area_m !== undefined) parts.push(`area ${(p.area_m * 1e6).toFixed(2)} µm`);
+  if (p.exposure_s !== undefined) parts.push(`${p.exposure_s} s`);
+  const by = (p.md && p.md.queued_by) || plan.user;  // the HTTP server names every item alike
+  const who = by ? ` — by ${by}${plan.user_group ? ` (${plan.user_group})` : ""}` : "";
+  return `${plan.name || plan.kind} ${parts.join(", ")}${who}`;
+}
+
+// The RunEngine that runs the scans, the running plan and, with a queue server, what waits.
+function showQueue(state) {
+  $("scan-backend").textContent = state.backend || "–";
+  $("scan-running").textContent = state.plan ? `running: ${describePlan(state.plan)}` : "";
+  const list = $("scan-queue");
+  list.innerHTML = "";
+  for (const item of state.queue || []) {
+    const li = document.createElement("li");
+    li.textContent = describePlan(item);
+    li.dataset.uid = item.item_uid || "";
+    list.appendChild(li);
+  }
+  $("scan-queue-count").textContent = state.queue && state.queue.length ? `(${state.queue.length} waiting)` : "";
+  $("scan-queue-panel").hidden = state.backend !== "queue" && !state.plan;
 }
 
 $("scan-start").onclick = () => scanAction("/api/scan", scanRequest());

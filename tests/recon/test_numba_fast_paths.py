@@ -1,0 +1,143 @@
+"""The numba fast paths against the generic code: bin-ordered probe back-projection, the
+one-pass single-mode modulus projection with its deviance, and the vectorised logarithm."""
+
+import numpy as np
+import pytest
+
+from recon import kernels, numba_backprojection, numba_kernels
+from recon.deviance import poisson_deviance
+from recon.operators import PtychoOperator, shift_probes
+
+pytestmark = pytest.mark.skipif(not numba_kernels.AVAILABLE, reason="numba not installed")
+
+
+def _c(rng, *shape):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+@pytest.mark.parametrize("subpixel", [1, 2, 8])
+@pytest.mark.parametrize("n_modes", [1, 2])
+def test_probe_backprojection_by_bin_matches_generic_code(monkeypatch, subpixel, n_modes):
+    """One bin (split in row bands), a few and many bins: the same sums as the generic code."""
+    rng = np.random.default_rng(subpixel + 10 * n_modes)
+    n, shape = 16, (48, 52)
+    pos = rng.uniform(0, [shape[0] - n - 1, shape[1] - n - 1], (40, 2))
+    op = PtychoOperator(pos, (n, n), shape, subpixel=subpixel)
+    n_bins = op.shifts.shape[0]
+    if subpixel == 1:
+        assert n_bins == 1 and numba_backprojection.probe_bands(n_bins, n) > 1
+    obj = _c(rng, *shape)
+    wave = _c(rng, op.n_frames, n_modes, n, n)
+    out = []
+    for flag in (True, False):
+        monkeypatch.setattr(kernels, "_HAS_NUMBA", flag)
+        num = np.full((n_bins, n_modes, n, n), 1 + 1j, np.complex64)  # adds to what is there
+        den = np.ones((n_bins, n, n), np.float32)
+        kernels.backproject_probe(wave, obj, op.geom, num, den)
+        out.append((num, den))
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_bin_order_lists_every_frame_once_by_bin():
+    bins = np.array([2, 0, 2, 1, 0, 2], np.int64)
+    geom = kernels.PatchGeometry(np.zeros((6, 2), np.int64), bins, (4, 4), (8, 8))
+    order, starts = geom.bin_order(4)
+    assert starts.tolist() == [0, 2, 3, 6, 6]
+    assert order.tolist() == [1, 4, 3, 0, 2, 5]
+
+
+def _frames(rng, m, k, n):
+    wave = _c(rng, m, k, n, n) * np.float32(3)
+    bg = rng.uniform(0, 0.5, (n, n)).astype(np.float32)
+    scale = rng.uniform(0.8, 1.2, m).astype(np.float32)
+    model = scale[:, None, None] * (np.abs(wave) ** 2).sum(axis=1) + bg
+    inten = rng.poisson(model).astype(np.float32)
+    good = rng.uniform(size=(n, n)) > 0.1
+    return wave, inten, good, bg, scale, model
+
+
+@pytest.mark.parametrize("n_modes", [1, 3])
+def test_modulus_projection_and_its_deviance_match_generic_code(monkeypatch, n_modes):
+    """AP's projection (one-pass loop for one mode) and the deviance summed in its pass."""
+    rng = np.random.default_rng(3)
+    wave, inten, good, bg, scale, model = _frames(rng, 9, n_modes, 16)
+    every, j0 = 4, 3  # frames 1 and 5 of this chunk
+    out = []
+    for flag in (True, False):
+        monkeypatch.setattr(kernels, "_HAS_NUMBA", flag)
+        w = wave.copy()
+        dev = kernels.fourier_project(w, inten, good, bg, scale, deviance_every=every, j0=j0)
+        out.append((w, dev))
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-5, atol=1e-5)
+    rows = (np.arange(9) + j0) % every == 0
+    expected = poisson_deviance(inten[rows], model[rows], ~good, normalise=False)
+    assert out[0][1] == pytest.approx(expected, rel=1e-5)
+    assert out[1][1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_family_update_sums_the_deviance_of_the_model_waves():
+    """DM's pass returns the deviance of ``wave`` (the model), not of the reflected waves."""
+    rng = np.random.default_rng(4)
+    wave, inten, good, bg, scale, model = _frames(rng, 6, 2, 8)
+    psi = wave * np.float32(0.7)
+    dev = kernels.fourier_project(wave.copy(), inten, good, bg, scale, psi=psi.copy())
+    assert dev == pytest.approx(poisson_deviance(inten, model, ~good, normalise=False), rel=1e-5)
+
+
+def test_vectorised_logarithm_is_within_two_ulp():
+    rng = np.random.default_rng(5)
+    x = np.concatenate(
+        [
+            np.exp(rng.uniform(-80, 80, 20000)),
+            rng.uniform(0.5, 2.0, 20000),
+            [1.0, 2.0, 0.5, 0.70710677, 0.70710683, 1e-30, 3e38, 1.2e-38],
+        ]
+    ).astype(np.float32)
+    r = x.copy()
+    numba_kernels._log_into(r, np.empty(r.size, np.int32))
+    exact = np.log(x.astype(np.float64))
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert (np.abs(r - exact) <= 2 * ulp + 1e-12).all()
+
+
+def test_projection_kernels_use_the_shifted_probes_of_the_bins(monkeypatch):
+    """Object back-projection with the illumination in its pass, both paths."""
+    rng = np.random.default_rng(6)
+    n, shape = 16, (40, 40)
+    pos = rng.uniform(0, [shape[0] - n - 1, shape[1] - n - 1], (20, 2))
+    op = PtychoOperator(pos, (n, n), shape, subpixel=4)
+    probes = shift_probes(_c(rng, 2, n, n), op.shifts)
+    wave = _c(rng, op.n_frames, 2, n, n)
+    out = []
+    for flag in (True, False):
+        monkeypatch.setattr(kernels, "_HAS_NUMBA", flag)
+        num = np.zeros(shape, np.complex64)
+        ill = np.zeros(shape, np.float32)
+        kernels.backproject_object(wave, probes, op.geom, num, ill)
+        out.append((num, ill))
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, str(numba_kernels.SPIN_COUNT)),
+        ({"GOMP_SPINCOUNT": "5"}, "5"),
+        ({"OMP_WAIT_POLICY": "active"}, "unset"),
+    ],
+)
+def test_idle_openmp_workers_spin_briefly_unless_the_user_chose(given, expected):
+    """The spin count reaches libgomp: set before numba starts its threads, user's choice kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(given, PYTHONPATH=str(Path(__file__).parents[2]))
+    code = "import os, recon.kernels; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == expected
