@@ -58,6 +58,45 @@ def close_environment(RM: Any) -> None:
             RM.wait_for_idle(timeout=30)
 
 
+def queue_manager(
+    zmq: tuple[str, str],
+    redis_addr: str,
+    redis_prefix: str,
+    state: Path,
+    env: dict[str, str],
+    tiled: TiledServer,
+    logs: Path,
+) -> Service:
+    """``start-re-manager`` as the systemd unit runs it (not started yet: a context manager).
+
+    Parameters
+    ----------
+    zmq : its 0MQ control and info addresses
+    redis_addr, redis_prefix : where it keeps its queue (``host:port/db``) and under what
+    state : its folder (the list of existing plans and devices)
+    env : its environment, with ``SPTYCHO_PREFIX`` and ``SPTYCHO_DATA_DIR``
+    tiled : the Tiled server its runs go to
+    logs : the log folder
+    """
+    control, info = zmq
+    return Service(
+        "queueserver",
+        [BIN / "start-re-manager", "--config", DEPLOY / "queueserver" / "config.yml"]
+        + ["--zmq-control-addr", control, "--zmq-info-addr", info]
+        + ["--redis-addr", redis_addr, "--redis-name-prefix", redis_prefix]
+        + ["--existing-plans-devices", state / "existing_plans_and_devices.yaml"]
+        + ["--user-group-permissions", DEPLOY / "queueserver" / "user_group_permissions.yaml"],
+        dict(
+            env,
+            SPTYCHO_TILED_URI=tiled.uri,
+            SPTYCHO_TILED_API_KEY=tiled.api_key,
+            SPTYCHO_CONNECT_TIMEOUT="30",
+        ),
+        logs,
+        stop_signal=signal.SIGINT,
+    )
+
+
 @contextlib.contextmanager
 def queue_beamline(folder: Path, prefix: str) -> Iterator[QueueBeamline]:
     """Start Redis, Tiled, the IOC and the queue server (environment open); stop them all."""
@@ -72,23 +111,14 @@ def queue_beamline(folder: Path, prefix: str) -> Iterator[QueueBeamline]:
         rds = stack.enter_context(private_redis())
         tiled = TiledServer(folder / "tiled", readable=[data_dir / "frames"])
         stack.enter_context(tiled)
-        manager = Service(
-            "queueserver",
-            [BIN / "start-re-manager", "--config", DEPLOY / "queueserver" / "config.yml"]
-            + ["--zmq-control-addr", control, "--zmq-info-addr", info]
-            + ["--redis-addr", f"127.0.0.1:{rds.port}/0", "--redis-name-prefix", "sptycho_q"]
-            + ["--existing-plans-devices", state / "existing_plans_and_devices.yaml"]
-            + ["--user-group-permissions", DEPLOY / "queueserver" / "user_group_permissions.yaml"],
-            dict(
-                base,
-                SPTYCHO_PREFIX=prefix,
-                SPTYCHO_TILED_URI=tiled.uri,
-                SPTYCHO_TILED_API_KEY=tiled.api_key,
-                SPTYCHO_DATA_DIR=str(data_dir),
-                SPTYCHO_CONNECT_TIMEOUT="30",
-            ),
+        manager = queue_manager(
+            (control, info),
+            f"127.0.0.1:{rds.port}/0",
+            "sptycho_q",
+            state,
+            dict(base, SPTYCHO_PREFIX=prefix, SPTYCHO_DATA_DIR=str(data_dir)),
+            tiled,
             logs,
-            stop_signal=signal.SIGINT,
         )
         stack.enter_context(manager)
         stack.enter_context(IOCProcess(prefix, args=["--pol-time", "0.2"], startup_timeout=60))

@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 import pytest
 from private_services import private_postgres, private_redis
+from queue_server import queue_manager
 from service_process import Service, wait_for
 from test_live_page import _open, browser  # noqa: F401 - the module's Chromium fixture
 
@@ -116,23 +117,14 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(
             dict(base, OMP_NUM_THREADS="1"),
             logs,
         )
-        manager = Service(
-            "queueserver",
-            [BIN / "start-re-manager", "--config", DEPLOY / "queueserver" / "config.yml"]
-            + ["--zmq-control-addr", control, "--zmq-info-addr", info]
-            + ["--redis-addr", f"127.0.0.1:{rds.port}/{redis_db}", "--redis-name-prefix", qs_prefix]
-            + ["--existing-plans-devices", state / "existing_plans_and_devices.yaml"]
-            + ["--user-group-permissions", DEPLOY / "queueserver" / "user_group_permissions.yaml"],
-            dict(
-                base,
-                SPTYCHO_PREFIX=PREFIX,
-                SPTYCHO_TILED_URI=tiled.uri,
-                SPTYCHO_TILED_API_KEY=tiled.api_key,
-                SPTYCHO_DATA_DIR=str(data_dir),
-                SPTYCHO_CONNECT_TIMEOUT="30",
-            ),
+        manager = queue_manager(
+            (control, info),
+            f"127.0.0.1:{rds.port}/{redis_db}",
+            qs_prefix,
+            state,
+            dict(base, SPTYCHO_PREFIX=PREFIX, SPTYCHO_DATA_DIR=str(data_dir)),
+            tiled,
             logs,
-            stop_signal=signal.SIGINT,
         )
         http = Service(
             "httpserver",
