@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from recon.dose_map import DoseMap, add_exposures, default_pixel_m, empty_map
+from services.worker.tiled_io import put_array
 
 #: Key of the ledger's container in the catalog root.
 LEDGER_KEY = "dose"
@@ -146,11 +147,8 @@ class DoseLedger:
             finest = min(x for x in (md.get("spot_m"), spot_m) if x is not None)
             metadata = map_metadata(after, runs, finest)
             values = np.ascontiguousarray(after.values)
-            if node is not None and tuple(node.shape) == values.shape:
-                node.write(values)
-                node.update_metadata(metadata=metadata)
-            else:
-                if node is not None:
-                    node.delete(external_only=False)
+            if node is None:
                 container.write_array(values, key=sample, metadata=metadata)
+            else:  # the map only grows: written in place, the metadata after it
+                put_array(container, sample, values, node).update_metadata(metadata=metadata)
             return after

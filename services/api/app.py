@@ -53,6 +53,7 @@ from services.api.limits import BodyLimit
 from services.api.live import Hub, Watcher
 from services.api.routes import ROUTERS
 from services.api.routes.page import STATIC, plotly_bundle
+from services.api.run_views import RunViews
 from services.api.settings import ApiSettings
 from services.worker.tiled_io import first_line, is_transient
 
@@ -78,6 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.watch_runs,
         settings.results_key,
         connect=lambda: connect(uri, tiled_key, timeout),
+        on_change=app.state.views.changed,
     )
     app.state.watcher = watcher
     watcher.start()
@@ -145,6 +147,7 @@ def create_app(
         first=client,
     )
     app.state.pictures = PictureCache()
+    app.state.views = RunViews(max_age_s=max(2.0, 4 * settings.poll_interval_s))
     app.state.plotly_bundle = plotly_bundle()
     app.state.watcher = None  # the lifespan starts it
     if settings.cors_origins:

@@ -39,14 +39,25 @@ def _run(client: Any, uid: str) -> Any:
         raise KeyError(f"no run {uid}") from None
 
 
+def child(node: Any, key: str) -> Any:
+    """``node[key]``, or None when there is no such child (one request, not two)."""
+    try:
+        return node[key]
+    except KeyError:
+        return None
+
+
 def frames_landed(run: Any) -> int:
-    """Camera frames of the run's primary stream already in Tiled."""
-    if "primary" not in run:
+    """Camera frames of the run's primary stream already in Tiled.
+
+    The frame array is read from the raw stream container, as bluesky's stream client adds
+    requests (this runs at every look of the live watcher).
+    """
+    primary = child(run, "primary")
+    if primary is None:
         return 0
-    primary = run["primary"]
-    if "camera_image" not in primary:
-        return 0
-    return int(primary["camera_image"].shape[0])
+    images = child(getattr(primary, "base", primary), "camera_image")
+    return 0 if images is None else int(images.shape[0])
 
 
 def run_summary(uid: str, run: Any) -> dict[str, Any]:
@@ -87,8 +98,12 @@ def list_runs(client: Any, limit: int = 50) -> list[dict[str, Any]]:
 
 def result_statuses(run: Any, key: str = "recon") -> list[dict[str, Any]]:
     """Metadata of each ptychogram's reconstruction of the run, by index."""
+    return _statuses(result_nodes(run, key))
+
+
+def _statuses(nodes: list[tuple[int, Any]]) -> list[dict[str, Any]]:
     out = []
-    for index, node in result_nodes(run, key):
+    for index, node in nodes:
         md = dict(node.metadata)
         md.pop("history", None)
         out.append({"index": index, **md})
@@ -101,17 +116,19 @@ def run_detail(client: Any, uid: str, key: str = "recon") -> dict[str, Any]:
     summary = run_summary(uid, run)
     start = dict(run.metadata.get("start") or {})
     geometry = dict(start.get("geometry") or {})
-    stack = None
-    if key in run and STACK_KEY in run[key]:
-        stack = _jsonable(dict(run[key][STACK_KEY].metadata))
+    recon = child(run, key)
+    children = dict(recon.items()) if recon is not None else {}  # one listing, metadata included
+    stack = children.pop(STACK_KEY, None)
+    found = [(int(n[1:]), node) for n, node in children.items() if n[:1] == "p" and n[1:].isdigit()]
+    nodes = sorted(found, key=lambda t: t[0])
     return _jsonable(
         {
             **summary,
             "geometry": geometry,
             "dose": geometry.get("dose", {}),
             "frames": frames_landed(run),
-            "results": result_statuses(run, key),
-            "stack": stack,
+            "results": _statuses(nodes),
+            "stack": None if stack is None else dict(stack.metadata),
         }
     )
 
@@ -156,11 +173,10 @@ def positions(client: Any, uid: str, index: int) -> dict[str, Any]:
 
 def result_node(client: Any, uid: str, index: int, key: str = "recon") -> Any:
     """The tiled container of ptychogram ``index``'s reconstruction."""
-    run = _run(client, uid)
-    name = f"p{index:04d}"
-    if key not in run or name not in run[key]:
-        raise KeyError(f"no reconstruction of ptychogram {index} in run {uid}")
-    return run[key][name]
+    try:
+        return client[uid, key, f"p{index:04d}"]  # one request
+    except KeyError:
+        raise KeyError(f"no reconstruction of ptychogram {index} in run {uid}") from None
 
 
 def result_image(client: Any, uid: str, index: int, kind: str, key: str = "recon"):
@@ -172,26 +188,30 @@ def result_image(client: Any, uid: str, index: int, kind: str, key: str = "recon
     if kind not in arrays:
         raise KeyError(f"no image kind {kind!r}: use amplitude, phase or probe")
     node = result_node(client, uid, index, key)
-    if arrays[kind] not in node:
+    array = child(node, arrays[kind])
+    if array is None:
         raise KeyError(f"ptychogram {index} of run {uid} has no {kind} yet")
     md = dict(node.metadata)
-    image = np.asarray(node[arrays[kind]].read())
+    image = np.asarray(array.read())
     return image, float(md.get("pixel_size_m") or 0.0), md
 
 
-def llk(client: Any, uid: str, index: int, key: str = "recon") -> list[float | None]:
-    """Log-likelihood per iteration of a reconstruction (the convergence curve)."""
-    node = result_node(client, uid, index, key)
-    if "llk" not in node:
+def llk_of(node: Any) -> list[float | None]:
+    """Log-likelihood per iteration (the convergence curve) of a reconstruction's container
+    (:func:`result_node`); empty when it has none."""
+    try:
+        values = node["llk"].read()
+    except KeyError:
         return []
-    return _jsonable(np.asarray(node["llk"].read(), dtype=np.float64).tolist())
+    return _jsonable(np.asarray(values, dtype=np.float64).tolist())
 
 
 def stack_node(client: Any, uid: str, key: str = "recon") -> Any:
-    run = _run(client, uid)
-    if key not in run or STACK_KEY not in run[key]:
-        raise KeyError(f"run {uid} has no stack analysis yet")
-    return run[key][STACK_KEY]
+    """The tiled container of a run's stack analysis."""
+    try:
+        return client[uid, key, STACK_KEY]  # one request
+    except KeyError:
+        raise KeyError(f"run {uid} has no stack analysis yet") from None
 
 
 def stack_map(client: Any, uid: str, name: str, i: int, key: str = "recon"):
@@ -202,9 +222,9 @@ def stack_map(client: Any, uid: str, name: str, i: int, key: str = "recon"):
     if name not in ("od", "phase", "xld", "xmcd"):
         raise KeyError(f"no stack map {name!r}: use od, phase, xld or xmcd")
     node = stack_node(client, uid, key)
-    if name not in node:
+    maps = child(node, name)
+    if maps is None:
         raise KeyError(f"run {uid} has no {name} maps")
-    maps = node[name]
     if not 0 <= i < maps.shape[0]:
         raise KeyError(f"{name} map {i} out of range (0..{maps.shape[0] - 1})")
     md = dict(node.metadata)

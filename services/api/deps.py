@@ -1,10 +1,11 @@
 """What the routes get injected: the app's shared objects, read from ``app.state``.
 
 :func:`services.api.app.create_app` puts the settings, the Tiled catalog access, the
-picture cache, the scan controller, the hub and (once the lifespan runs) the watcher on
-``app.state``; the routers (:mod:`services.api.routes`) ask for them with FastAPI's
-``Depends`` through the ``Annotated`` aliases below, so no route captures them from a
-closure and a test may swap any of them with ``app.dependency_overrides``.
+picture cache, the answers kept per run (:mod:`services.api.run_views`), the scan
+controller, the hub and (once the lifespan runs) the watcher on ``app.state``; the
+routers (:mod:`services.api.routes`) ask for them with FastAPI's ``Depends`` through the
+``Annotated`` aliases below, so no route captures them from a closure and a test may swap
+any of them with ``app.dependency_overrides``.
 
 Every dependency takes an :class:`~starlette.requests.HTTPConnection`, so that it serves
 HTTP routes and the WebSocket alike.
@@ -23,6 +24,7 @@ from starlette.requests import HTTPConnection
 from services.api.control import ScanControl
 from services.api.images import PictureCache
 from services.api.live import Hub, Watcher
+from services.api.run_views import RunViews
 from services.api.settings import ApiSettings
 
 
@@ -76,6 +78,10 @@ async def get_pictures(conn: HTTPConnection) -> PictureCache:
     return conn.app.state.pictures
 
 
+async def get_views(conn: HTTPConnection) -> RunViews:
+    return conn.app.state.views
+
+
 async def get_controller(conn: HTTPConnection) -> ScanControl | None:
     return conn.app.state.controller
 
@@ -91,6 +97,7 @@ async def get_watcher(conn: HTTPConnection) -> Watcher | None:
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Tiled = Annotated[CatalogAccess, Depends(get_catalog)]
 Pictures = Annotated[PictureCache, Depends(get_pictures)]
+Views = Annotated[RunViews, Depends(get_views)]
 Controller = Annotated[ScanControl | None, Depends(get_controller)]
 LiveHub = Annotated[Hub, Depends(get_hub)]
 LiveWatcher = Annotated[Watcher | None, Depends(get_watcher)]

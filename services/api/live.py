@@ -40,6 +40,9 @@ from services.worker.tiled_io import Backoff, run_keys
 
 log = logging.getLogger("sptycho.api")
 
+#: what of a run's snapshot, when it differs, means the run changed
+_CHANGES = ("summary", "frames", "results", "stack")
+
 
 class Hub:
     """Broadcast of JSON messages to the app's WebSocket subscribers.
@@ -87,23 +90,6 @@ class Hub:
             self.loop.call_soon_threadsafe(self._deliver, text)
 
 
-def _frames_landed(run: Any) -> int:
-    """:func:`services.api.catalog.frames_landed` in two requests (it runs at every look):
-    the frame array read from the raw stream container, as bluesky's stream client adds
-    requests."""
-    try:
-        primary = run["primary"]
-    except KeyError:
-        return 0
-    base = getattr(primary, "base", None)
-    if base is None:  # not a bluesky stream client
-        return frames_landed(run)
-    try:
-        return int(base["camera_image"].shape[0])
-    except KeyError:
-        return 0
-
-
 @dataclass(eq=False)
 class Watcher:
     """Poll Tiled in a thread and publish what changed (see the module docstring).
@@ -124,6 +110,8 @@ class Watcher:
     streaming : ``auto`` (follow Tiled's subscriptions when it streams, else poll),
         ``streaming`` or ``polling``
     safety_poll_s : seconds between polls while following subscriptions
+    on_change : called with a run's uid when the run changed, before its messages are
+        published (:meth:`services.api.run_views.RunViews.changed`)
 
     Attributes
     ----------
@@ -141,6 +129,7 @@ class Watcher:
     connect: Callable[[], Any] | None = None
     streaming: str = "auto"
     safety_poll_s: float = 5.0
+    on_change: Callable[[str], None] | None = None
     feed: ChangeFeed = field(init=False, repr=False)
     state: dict[str, Any] = field(default_factory=dict, init=False)
     polls: int = field(default=0, init=False)
@@ -159,7 +148,7 @@ class Watcher:
         summary = run_summary(uid, run)
         results: dict[int, dict[str, Any]] = {}
         stack = None
-        frames = _frames_landed(run)
+        frames = frames_landed(run)
         # where Tiled streams: what to follow (what exists, and where the rest will appear)
         follow = run_nodes(uid, table=False, images=frames > 0)
         try:
@@ -207,6 +196,10 @@ class Watcher:
                 continue
             new_state[uid] = now
             before = self.state.get(uid)
+            if self.on_change is not None and (
+                before is None or any(before[k] != now[k] for k in _CHANGES)
+            ):
+                self.on_change(uid)
             total = now["summary"]["points_total"]
             if before is None or before["frames"] != now["frames"]:
                 messages.append(

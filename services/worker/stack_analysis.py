@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from recon.stack import StackAnalysis, analyze_stack, resample_to_grid
+from services.worker.tiled_io import put_array
 
 log = logging.getLogger("sptycho.worker")
 
@@ -61,17 +62,6 @@ def done_results(client: Any, uid: str, key: str = "recon") -> list[tuple[int, d
         if md.get("status") == "done" and "object" in node:
             out.append((index, md))
     return out
-
-
-def _put(node: Any, key: str, value: np.ndarray) -> None:
-    value = np.ascontiguousarray(value)
-    if key in node:
-        child = node[key]
-        if tuple(child.shape) == value.shape and np.dtype(child.dtype) == value.dtype:
-            child.write(value)
-            return
-        child.delete(external_only=False)
-    node.write_array(value, key=key)
 
 
 def analyze_run(
@@ -115,7 +105,7 @@ def analyze_run(
     if res.xmcd.size:
         arrays["xmcd"] = res.xmcd
     for name, value in arrays.items():
-        _put(node, name, value)
+        put_array(node, name, value)
     node.update_metadata(
         metadata={
             "kind": "stack",

@@ -268,6 +268,38 @@ class RunReader:
         return block[rows - lo]
 
 
+def put_array(node: Any, key: str, value: np.ndarray, child: Any = None) -> Any:
+    """Write ``value`` as the array ``key`` of the container ``node``, replacing it.
+
+    An existing array (``child``, or looked up) is overwritten in place, and grown in
+    place where the new value is larger (Tiled's ``patch`` with ``extend``). Only an array
+    that would shrink or change type is deleted and written again: a reader that opens an
+    array while it is deleted can leave Tiled unable to create it again under that name.
+
+    Returns
+    -------
+    the array's tiled client
+    """
+    value = np.ascontiguousarray(value)
+    if child is None:
+        try:
+            child = node[key]
+        except KeyError:
+            child = None
+    if child is not None:
+        old = tuple(child.shape)
+        grows = (
+            np.dtype(child.dtype) == value.dtype
+            and len(old) == value.ndim
+            and all(new >= was for new, was in zip(value.shape, old, strict=True))
+        )
+        if grows:
+            child.patch(value, offset=(0,) * value.ndim, extend=True)
+            return child
+        child.delete(external_only=False)
+    return node.write_array(value, key=key)
+
+
 class ResultStore:
     """Reconstructions of one run in Tiled, one container per ptychogram.
 
@@ -348,20 +380,13 @@ class ResultStore:
     def write(self, index: int, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
         """Replace the arrays of ``index`` and merge ``metadata`` into its metadata.
 
-        An array of the same shape and dtype is overwritten in place; otherwise it is
-        deleted and written again (the object grows while frames arrive, llk every refresh).
+        Arrays are written in place (:func:`put_array`): the object grows while frames
+        arrive, llk at every refresh.
         """
         node = self.node(index)
+        existing = dict(node.items())  # one listing instead of a lookup per array
         for key, value in arrays.items():
-            value = np.ascontiguousarray(value)
-            if key in node:
-                child = node[key]
-                same = tuple(child.shape) == value.shape and np.dtype(child.dtype) == value.dtype
-                if same:
-                    child.write(value)
-                    continue
-                child.delete(external_only=False)
-            node.write_array(value, key=key)
+            put_array(node, key, value, existing.get(key))
         if metadata.get("status") == "done":
             md = dict(node.metadata)
             history = list(md.get("history") or [])

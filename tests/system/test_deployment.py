@@ -214,10 +214,15 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(
         # the HTTP server answers for the RE manager, with its key only
         status_url = f"http://127.0.0.1:{http_port}/api/status"
         auth = {"Authorization": f"ApiKey {http_key}"}
+        # (it relays the manager's status as it last read it: wait until it has the open one)
         reply = wait_for(
-            lambda: (r := httpx.get(status_url, headers=auth, timeout=5)).status_code == 200 and r,
+            lambda: (
+                (r := httpx.get(status_url, headers=auth, timeout=5)).status_code == 200
+                and r.json()["worker_environment_exists"]
+                and r
+            ),
             60,
-            "the HTTP server did not answer",
+            "the HTTP server did not answer with the environment open",
             everything,
         )
         assert reply.json()["worker_environment_exists"] is True

@@ -3,6 +3,9 @@
 - ``GET /api/runs/{uid}/stack``: its metadata, energies and how many maps it holds
 - ``GET /api/runs/{uid}/stack/{map}/{j}.png``: od, phase, xld or xmcd map ``j`` as a
   picture (cached until the analysis is rewritten)
+
+The metadata and the pictures are read once per change of the run however many pages ask
+(:mod:`services.api.run_views`).
 - ``GET /api/runs/{uid}/spectrum?x0=&y0=&x1=&y1=``: OD spectra of a region (fractions of
   the image's width and height, from the top left)
 """
@@ -15,7 +18,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from services.api import catalog
-from services.api.deps import Pictures, Tiled
+from services.api.deps import Pictures, Tiled, Views
 from services.api.images import Picture, png_response, render
 
 router = APIRouter(prefix="/api/runs", tags=["stack"])
@@ -26,25 +29,41 @@ CMAPS = {"od": "viridis", "phase": "twilight_shifted"}  # the dichroism maps: Rd
 
 
 @router.get("/{uid}/stack")
-def stack(uid: str, tiled: Tiled) -> dict[str, Any]:
+def stack(uid: str, tiled: Tiled, views: Views) -> dict[str, Any]:
     """The stack analysis' metadata, its energies and how many xld / xmcd maps it holds."""
-    node = catalog.stack_node(tiled.client(), uid, tiled.results_key)
-    md = dict(node.metadata)
-    md["energies"] = [float(e) for e in node["energies"].read()] if "energies" in node else []
-    md["maps"] = {name: int(node[name].shape[0]) for name in ("xld", "xmcd") if name in node}
-    return catalog._jsonable(md)
+
+    def read() -> dict[str, Any]:
+        node = catalog.stack_node(tiled.client(), uid, tiled.results_key)
+        md = dict(node.metadata)
+        energies = catalog.child(node, "energies")
+        md["energies"] = [] if energies is None else [float(e) for e in energies.read()]
+        md["maps"] = {}
+        for name in ("xld", "xmcd"):
+            maps = catalog.child(node, name)
+            if maps is not None:
+                md["maps"][name] = int(maps.shape[0])
+        return catalog._jsonable(md)
+
+    return views.get(uid, "stack", read)
 
 
 @router.get("/{uid}/stack/{name}/{index}.png")
 def stack_png(
-    uid: str, name: str, index: int, tiled: Tiled, pictures: Pictures, thumb: bool = False
+    uid: str,
+    name: str,
+    index: int,
+    tiled: Tiled,
+    pictures: Pictures,
+    views: Views,
+    thumb: bool = False,
 ) -> Response:
     """Map ``index`` of ``name`` (od, phase, xld or xmcd) as a picture."""
-    client, key = tiled.client(), tiled.results_key
-    stamp = catalog.stack_node(client, uid, key).metadata.get("updated")
+    stamp = stack(uid, tiled, views).get("updated")
 
     def make() -> Picture:
-        image, pixel, energy, tag = catalog.stack_map(client, uid, name, index, key)
+        image, pixel, energy, tag = catalog.stack_map(
+            tiled.client(), uid, name, index, tiled.results_key
+        )
         return render(
             image,
             pixel_size_m=pixel,
@@ -56,7 +75,8 @@ def stack_png(
         )
 
     cache_key = ("stack", uid, name, index, thumb, stamp)
-    return png_response(pictures.get_or_render(cache_key, make))
+    picture = views.get(uid, cache_key, lambda: pictures.get_or_render(cache_key, make))
+    return png_response(picture)
 
 
 @router.get("/{uid}/spectrum")

@@ -10,6 +10,7 @@ const view = {
   boxes: {},          // image id -> [left, top, right, bottom] of the image in its PNG
   busy: {},           // what is being fetched, so that updates do not pile up
   again: {},          // what changed while it was being fetched
+  stackShown: null,   // `updated` of the stack analysis shown
 };
 
 async function api(path, options = {}) {
@@ -64,6 +65,7 @@ function selectRun(uid) {
   for (const li of $("runs").children) li.classList.toggle("selected", li.dataset.uid === uid);
   $("thumbs").innerHTML = "";
   $("dichroism").innerHTML = "";
+  view.stackShown = null;
   for (const kind of ["amplitude", "phase", "probe"]) { $(`img-${kind}`).removeAttribute("src"); $(`img-${kind}`).dataset.updated = ""; }
   refreshRun();
 }
@@ -92,7 +94,7 @@ function refreshRun() {
       : "";
     renderPtychograms(d);
     renderThumbs(d);
-    if (d.stack) loadStack();
+    if (d.stack && String(d.stack.updated) !== view.stackShown) loadStack();
   });
 }
 
@@ -117,7 +119,10 @@ function renderPtychograms(d) {
   $("result-status").textContent = r
     ? `${r.status}, ${r.frames_used ?? 0}/${r.frames_total ?? "?"} frames, ${r.iterations ?? 0} iterations, ${r.algorithm}`
     : "waiting for frames";
-  refreshResult(false);
+  // the pictures and the LLK only when the shown result was rewritten (not at every frame)
+  const shown = $("img-amplitude").dataset;
+  const current = r && shown.index === String(view.index) && shown.updated === String(r.updated ?? "");
+  if (r && !current) refreshResult(false);
   refreshPositions();
 }
 
@@ -215,6 +220,7 @@ function loadStack() {
   return once("stack", async () => {
     if (!view.uid) return;
     const s = await api(`/api/runs/${view.uid}/stack`);
+    view.stackShown = String(s.updated);
     const box = $("dichroism");
     const want = [];
     for (const [name, count] of Object.entries(s.maps || {})) {
