@@ -126,3 +126,35 @@ def test_dask_asked_for_without_it_is_one_clear_error(monkeypatch, tiled):
     monkeypatch.setattr(builtins, "__import__", no_dask)
     with pytest.raises(ValueError, match="pip install distributed"):
         Worker(_settings(tiled, executor="dask"))
+
+
+def test_results_grow_in_place_and_only_a_shrinking_array_is_written_again(tiled):
+    """A growing object or LLK is patched in place; deleting it would let a page that reads
+    it meanwhile leave Tiled unable to create it again under its name."""
+    from services.worker.tiled_io import connect, put_array
+
+    client = connect(tiled.uri, tiled.api_key, 30)
+    requests = []
+    client.context.http_client.event_hooks["request"].append(
+        lambda request: requests.append(request.method)
+    )
+    node = client.create_container(f"grow-{time.monotonic_ns()}")
+    rng = np.random.default_rng(3)
+    small = (rng.normal(size=(30, 40)) + 1j).astype(np.complex64)
+    put_array(node, "object", small)
+    for shape in [(30, 40), (34, 40), (40, 47)]:  # same, one side larger, both larger
+        value = (rng.normal(size=shape) + 1j).astype(np.complex64)
+        put_array(node, "object", value)
+        stored = node["object"]
+        assert tuple(stored.shape) == shape
+        np.testing.assert_array_equal(stored.read(), value)
+    assert "DELETE" not in requests
+
+    smaller = rng.normal(size=(20, 20)).astype(np.complex64)
+    put_array(node, "object", smaller)  # shrinks: deleted and written again
+    assert requests.count("DELETE") == 1
+    np.testing.assert_array_equal(node["object"].read(), smaller)
+    as_float = rng.normal(size=(20, 20))
+    put_array(node, "object", as_float)  # another dtype: written again
+    assert requests.count("DELETE") == 2
+    assert node["object"].read().dtype == np.float64
