@@ -124,13 +124,12 @@ def run_case(server: TiledServer, name: str, args: argparse.Namespace) -> dict[s
         ApiSettings(tiled_uri=server.uri, tiled_api_key=server.api_key, poll_interval_s=0.5)
     )
     if name == "each request":
-        app.state.views = ReadEveryTime()
+        app.state.views = ReadEveryTime()  # before the lifespan hands it to the watcher
     web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     web_thread = threading.Thread(target=web.run, daemon=True)
     web_thread.start()
     while not web.started:
         time.sleep(0.05)
-    app.state.watcher.on_change = app.state.views.changed  # (the swap came after the start)
     got: list[dict[float, float]] = [{} for _ in range(args.pages)]
     errors: list[str] = []
     loop = asyncio.new_event_loop()
