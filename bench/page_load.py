@@ -158,6 +158,7 @@ def run_case(server: TiledServer, name: str, args: argparse.Namespace) -> dict[s
     time.sleep(args.grace)
     cpu1, t1 = sum(tiled_proc.cpu_times()[:2]), time.perf_counter()
     requests = server_requests(server) - requests0
+
     async def stop_pages() -> None:
         for t in tasks:
             t.cancel()

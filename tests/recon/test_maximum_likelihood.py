@@ -248,8 +248,12 @@ def _ap_then_ml(e, n):
 @pytest.mark.skipif(not kernels._HAS_NUMBA, reason="numba not installed")
 @pytest.mark.parametrize("noise_model", ["poisson", "gaussian"])
 def test_numba_and_generic_ml_iterations_agree(data, monkeypatch, noise_model):
-    """The same line to 1e-5; iterations alike (two Wolfe steps of a line may differ by a
-    few per cent when rounding changes the trial sequence)."""
+    """The same line to 1e-5; two iterations alike to 1 %.
+
+    Over more iterations the two paths part: fastmath sums round differently (even between
+    a numba kernel compiled now and the same kernel loaded from numba's cache, 1e-7 on the
+    deviance), the Wolfe search of a later line then tries another step, and after three
+    iterations the deviances were 0.7 % (cached) and 3.7 % (freshly compiled) apart."""
     e = _engine(data, noise_model=noise_model)
     run_chain(e, parse_algorithm("AP**4"))
     rng = np.random.default_rng(4)
@@ -262,11 +266,11 @@ def test_numba_and_generic_ml_iterations_agree(data, monkeypatch, noise_model):
         lines.append([line.phi0, line.slope, line.curvature, *line.evaluate(0.7)])
         flat = _engine(data, noise_model=noise_model)
         _iterate(flat, 2)
-        runs.append((np.array(flat.deviance), *_ap_then_ml(_engine(data), 3)))
+        runs.append((np.array(flat.deviance), *_ap_then_ml(_engine(data), 2)))
     np.testing.assert_allclose(lines[0], lines[1], rtol=1e-5)
     (flat1, dev1, obj1), (flat2, dev2, obj2) = runs
     np.testing.assert_allclose(flat1, flat2, rtol=1e-4)
-    np.testing.assert_allclose(dev1, dev2, rtol=2e-2)
+    np.testing.assert_allclose(dev1, dev2, rtol=1e-2)
     ill = e.illumination()
     lit = ill > 0.3 * ill.max()
     assert np.linalg.norm((obj1 - obj2)[lit]) <= 5e-2 * np.linalg.norm(obj1[lit])
