@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from recon.scan import scan_positions
-from services.worker.stack_analysis import STACK_KEY, result_nodes
+from services.worker.stack_analysis import STACK_KEY, indexed_results, result_nodes
 from services.worker.tiled_io import RunReader, run_keys
 
 
@@ -118,16 +118,14 @@ def run_detail(client: Any, uid: str, key: str = "recon") -> dict[str, Any]:
     geometry = dict(start.get("geometry") or {})
     recon = child(run, key)
     children = dict(recon.items()) if recon is not None else {}  # one listing, metadata included
-    stack = children.pop(STACK_KEY, None)
-    found = [(int(n[1:]), node) for n, node in children.items() if n[:1] == "p" and n[1:].isdigit()]
-    nodes = sorted(found, key=lambda t: t[0])
+    stack = children.get(STACK_KEY)
     return _jsonable(
         {
             **summary,
             "geometry": geometry,
             "dose": geometry.get("dose", {}),
             "frames": frames_landed(run),
-            "results": _statuses(nodes),
+            "results": _statuses(indexed_results(children.items())),
             "stack": None if stack is None else dict(stack.metadata),
         }
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -44,13 +45,16 @@ def result_nodes(run: Any, key: str = "recon") -> list[tuple[int, Any]]:
 
     Other children of the results container (the ``stack`` analysis) are left out.
     """
-    if key not in run:
+    try:
+        return indexed_results(run[key].items())
+    except KeyError:
         return []
-    found = [
-        (int(name[1:]), node)
-        for name, node in run[key].items()
-        if name.startswith("p") and name[1:].isdigit()
-    ]
+
+
+def indexed_results(children: Iterable[tuple[str, Any]]) -> list[tuple[int, Any]]:
+    """(index, node) of the ``pNNNN`` results among a results container's (name, node)
+    children, by index."""
+    found = [(int(n[1:]), node) for n, node in children if n[:1] == "p" and n[1:].isdigit()]
     return sorted(found, key=lambda t: t[0])
 
 

@@ -3,11 +3,11 @@
 - ``GET /api/runs/{uid}/stack``: its metadata, energies and how many maps it holds
 - ``GET /api/runs/{uid}/stack/{map}/{j}.png``: od, phase, xld or xmcd map ``j`` as a
   picture (cached until the analysis is rewritten)
+- ``GET /api/runs/{uid}/spectrum?x0=&y0=&x1=&y1=``: OD spectra of a region (fractions of
+  the image's width and height, from the top left)
 
 The metadata and the pictures are read once per change of the run however many pages ask
 (:mod:`services.api.run_views`).
-- ``GET /api/runs/{uid}/spectrum?x0=&y0=&x1=&y1=``: OD spectra of a region (fractions of
-  the image's width and height, from the top left)
 """
 
 from __future__ import annotations
