@@ -14,6 +14,14 @@ from typing import Any
 
 from services.worker.config import WorkerSettings
 
+#: Dask settings of the workers this module starts (a local cluster). The statistical
+#: profiler of a Dask worker calls ``sys._current_frames()`` every 10 ms; on CPython 3.11
+#: that call can deadlock the whole process when a garbage collection runs inside it while
+#: another thread ends (python/cpython#106883), and a task creates and ends threads all
+#: the time (its Tiled subscriptions). Seen here: a worker hung for good after two
+#: ptychograms. Deployed workers get the same from ``deploy/dask.env``.
+DASK_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
 
 class LocalExecutor:
     """Tasks in a thread pool of ``max_concurrent`` threads (the default)."""
@@ -57,10 +65,13 @@ class DaskExecutor:
                 "executor 'dask' needs dask.distributed: pip install distributed "
                 "(and dask-cuda for one worker per GPU)"
             ) from None
+        import dask
+
         self.cluster = None
         if address:
             self.client = Client(address)
-        else:
+            return
+        with dask.config.set(DASK_WORKER_CONFIG):  # handed to the workers it starts
             try:
                 from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
 
@@ -72,7 +83,7 @@ class DaskExecutor:
                     processes=processes,
                     dashboard_address=None,
                 )
-            self.client = Client(self.cluster)
+        self.client = Client(self.cluster)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         # pure=False: the same ptychogram may be submitted again (redo, restart)

@@ -162,3 +162,21 @@ def test_continuous_blur_is_read_from_the_runs_acquisition_metadata():
     assert continuous_blur_m({"zone_plate": zp}) == 0.0  # runs from before fly mode
     bad = {"acquisition": {"motion": "continuous", "blur_m": "n/a"}, "zone_plate": zp}
     assert continuous_blur_m(bad) == 0.0
+
+
+def test_dask_local_cluster_runs_tasks_without_the_statistical_profiler():
+    """The profiler's sys._current_frames() can deadlock a CPython 3.11 worker process for
+    good (python/cpython#106883): the local cluster's worker processes run without it."""
+    import operator
+
+    from services.worker.executor import DaskExecutor
+
+    executor = DaskExecutor(None, max_concurrent=1, processes=True)
+    try:
+        profiling = executor.client.run(
+            lambda dask_worker: "profile" in dask_worker.periodic_callbacks
+        )
+        assert len(profiling) == 1 and not any(profiling.values()), profiling
+        assert executor.submit(operator.add, 2, 3).result(timeout=60) == 5
+    finally:
+        executor.shutdown()

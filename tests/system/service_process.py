@@ -89,6 +89,18 @@ class Service:
         self.stop()
 
 
+def env_file(path: Path) -> dict[str, str]:
+    """The variables of a systemd ``EnvironmentFile`` (``KEY=value`` lines, ``#`` comments),
+    so that a test runs a service with the environment its unit gives it."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
 def wait_for(
     condition: Callable[[], object], timeout: float, what: str, services: list[Service]
 ) -> object:
@@ -107,5 +119,5 @@ def wait_for(
         if value:
             return value
         time.sleep(0.3)
-    logs = "\n".join(f"--- {s.name}\n{s.log(1500)}" for s in services)
+    logs = "\n".join(f"--- {s.name}\n{s.log(4000)}" for s in services)
     pytest.fail(f"{what} within {timeout:g} s\n{logs}")

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from private_services import private_postgres, private_redis
 from queue_server import queue_manager
-from service_process import Service, wait_for
+from service_process import Service, env_file, wait_for
 from test_live_page import _open, browser  # noqa: F401 - the module's Chromium fixture
 
 from services.tiled_server import TiledServer, free_port
@@ -107,14 +107,14 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(
             "dask-scheduler",
             [BIN / "dask", "scheduler", "--host", "127.0.0.1"]
             + ["--port", scheduler_addr.rsplit(":", 1)[1], "--no-dashboard"],
-            base,
+            dict(base, **env_file(DEPLOY / "dask.env")),
             logs,
         )
         dask_worker = Service(
             "dask-worker",
             [BIN / "dask", "worker", scheduler_addr, "--nworkers", "1", "--nthreads", "2"]
             + ["--no-dashboard", "--local-directory", tmp_path / "dask", "--death-timeout", "60"],
-            dict(base, OMP_NUM_THREADS="1"),
+            dict(base, **env_file(DEPLOY / "dask.env")),  # as its unit runs it
             logs,
         )
         manager = queue_manager(
@@ -187,6 +187,9 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(
         # the Dask cluster has its worker
         dask_client = stack.enter_context(Client(scheduler_addr, timeout=60))
         dask_client.wait_for_workers(1, timeout=60)
+        # without the statistical profiler (deploy/dask.env): it can hang a worker for good
+        profiling = dask_client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+        assert profiling and not any(profiling.values()), profiling
 
         # the queue server: open the environment (devices, RE writing to Tiled)
         RM = REManagerAPI(zmq_control_addr=control, zmq_info_addr=info)
