@@ -48,6 +48,12 @@ those of one batch (``EngineOptions.pie_batch`` frames, 1 by default), which sta
 for them the figure counts passes over the waves rather than traffic to memory, and the time
 over the bandwidth floor measures the per-batch overhead.
 
+On the CPU with ``rocket-fft`` (``numpy.fft`` inside numba) AP, DM and RAAR run their exit
+waves, FFT, projection and inverse FFT frame by frame while the frame is in cache
+(``recon/numba_fourier.py``): that is one pass, ``0 + 1`` S and 1 F for AP (the projected
+waves written) and ``1 + 2`` S for DM/RAAR (``psi`` read and written too), before the
+back-projections.
+
 With several chunks (stack above ``EngineOptions.chunk_bytes``) the probe update of AP makes
 its waves again (exit waves, FFT, projection, inverse FFT: ``4 + 4`` S and 1 F more), that
 of DM/RAAR copies ``psi`` and transforms it back
@@ -85,6 +91,16 @@ _FAMILY = (
     ("inverse FFT", 1, 1, 0),
     ("object back-projection", 1, 0, 0),
 )
+#: AP, DM and RAAR with the Fourier side frame by frame in cache (``recon/numba_fourier.py``):
+#: the intensities read and the projected waves written once; DM/RAAR read and write psi.
+_FUSED = {
+    "AP": (("Fourier pass in cache (waves written)", 0, 1, 1), ("object back-projection", 1, 0, 0)),
+    "DM": (
+        ("Fourier pass in cache (waves written, psi read and written)", 1, 2, 1),
+        ("object back-projection", 1, 0, 0),
+    ),
+}
+_FUSED["RAAR"] = _FUSED["DM"]
 _ML = (
     ("exit waves psi0", 0, 1, 0),
     ("FFT of psi0 (kept)", 1, 1, 0),
@@ -162,6 +178,7 @@ def iteration_traffic(
     deviance_every: int = 1,
     update_probe: bool = True,
     fused_deviance: bool = False,
+    fused_fourier: bool = False,
 ) -> dict:
     """Modelled memory traffic of one iteration of algorithm ``name`` (see the module doc).
 
@@ -174,6 +191,8 @@ def iteration_traffic(
     update_probe : whether the iteration updates the probe
     fused_deviance : the deviance is summed in the modulus projection's pass (the numba
         kernels; not for ML, whose gradient pass leaves it out)
+    fused_fourier : AP, DM and RAAR run their Fourier side frame by frame in cache
+        (``recon/numba_fourier.py``): one pass instead of four
 
     Returns
     -------
@@ -182,7 +201,8 @@ def iteration_traffic(
     (int, S and F) and ``bytes`` (int, the total per iteration)
     """
     name = name.upper()
-    passes = list(PASSES[name])
+    fused = fused_fourier and name in _FUSED
+    passes = list(_FUSED[name] if fused else PASSES[name])
     if name == "ML":
         passes.extend(_ML_LINE if update_probe else _ML_LINE_OBJECT)
     if update_probe and name in ("AP", "DM", "RAAR", "ML"):
@@ -190,7 +210,7 @@ def iteration_traffic(
     if update_probe and name in ("EPIE", "RPIE"):
         passes.extend(_PIE_PROBE)
     if n_chunks > 1 and (update_probe or name == "ML"):
-        passes.extend(_CHUNKED.get(name, ()))
+        passes.extend(_FUSED[name][:1] if fused and name == "AP" else _CHUNKED.get(name, ()))
     if name == "ML" or not fused_deviance:
         frac = 1.0 / max(1, deviance_every)
         passes.append(("deviance subset", frac, 0, frac))

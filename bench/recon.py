@@ -15,16 +15,22 @@ same machine load; the best of each is kept. An algorithm that raises (e.g.
 ``NotImplementedError``) is reported as not available and the run goes on. The stacks of the
 small cases partly fit in the CPU's caches, so their bandwidth floor means less.
 
-Two floors per iteration:
+Three floors per iteration:
 
-* **two-FFT floor**: the time of the two stack FFTs that AP and DM cannot avoid;
+* **two-FFT floor** (``/2FFT``): the time of the two stack FFTs that AP and DM cannot avoid,
+  done the usual way (``scipy.fft`` over the whole stack, multi-threaded);
+* **in-cache two-FFT floor** (``/cache``, NumPy with numba and rocket-fft): the same FFTs
+  frame by frame in parallel, each frame in cache, as the engine's Fourier pass of AP, DM
+  and RAAR runs them (``recon/numba_fourier.py``). It is the FFT work alone of that pass,
+  so AP over it is what everything else in the iteration costs;
 * **bandwidth floor**: the modelled bytes an iteration moves through memory
   (:func:`bandwidth.iteration_traffic`, documented in ``bench/bandwidth.py``) over the
   back-end's copy bandwidth, measured at the end of the run (best of ``max(5, repeat)``
   copies ``a[...] = b`` of 256 MiB; NumPy and a numba parallel copy on the CPU, a
   device-to-device copy timed with CUDA events on CuPy). In complex64 wave stacks
   ``S = N K n^2 * 8`` bytes and float32 frame stacks ``F = N n^2 * 4`` bytes read or written
-  per iteration (one chunk, probe updated, without the deviance subset): AP ``9 S + F``
+  per iteration (one chunk, probe updated, without the deviance subset; with the Fourier
+  pass in cache AP is ``3 S + F`` and DM/RAAR ``5 S + F``): AP ``9 S + F``
   (exit waves 1, FFT 2, modulus projection 2 + F, inverse FFT 2, object and probe
   back-projections 1 each), DM and RAAR ``11 S + F`` (the update reads and writes the
   iterate too), ML ``20 S + 18 F`` (gradient pass as AP; the line search transforms two
@@ -126,11 +132,21 @@ def two_ffts(stack: Any) -> Any:
     return ifft2c(fft2c(stack, overwrite=True), overwrite=True)
 
 
-def run_algorithm(name: str, data: tuple, xp, repeat: int, floor: dict) -> dict:
-    """Time ``repeat`` iterations of ``name`` alternated with the two-FFT floor.
+def fft_pair_in_cache(stack: Any) -> Any:
+    """The same FFT pair frame by frame in parallel (numba + rocket-fft), each frame in
+    cache: the FFT work of the engine's in-cache Fourier pass alone (NumPy only)."""
+    from recon import numba_fourier
 
-    ``floor["stack"]`` is the (N, K, n, n) complex64 stack the floor transforms (replaced by
-    the result on CuPy).
+    numba_fourier.fft_pair_by_frame(stack)
+    return stack
+
+
+def run_algorithm(name: str, data: tuple, xp, repeat: int, floor: dict) -> dict:
+    """Time ``repeat`` iterations of ``name`` alternated with the two-FFT floors.
+
+    ``floor["stack"]`` is the (N, K, n, n) complex64 stack the floors transform (replaced by
+    the result on CuPy). Where the engine runs its Fourier side in cache
+    (:func:`recon.kernels.fourier_in_cache`) the in-cache floor is timed too.
     """
     inten, pos, probe, shape = data
     memory = PeakMemory(xp)
@@ -147,7 +163,8 @@ def run_algorithm(name: str, data: tuple, xp, repeat: int, floor: dict) -> dict:
         memory.stop()
         return {"available": False, "reason": f"failed ({type(exc).__name__}: {exc})"}
     peak = memory.stop()
-    seconds = fft = float("inf")
+    in_cache = kernels.fourier_in_cache(xp)
+    seconds = fft = fft_cached = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         engine.iterate(name)
@@ -157,6 +174,10 @@ def run_algorithm(name: str, data: tuple, xp, repeat: int, floor: dict) -> dict:
         floor["stack"] = two_ffts(floor["stack"])
         sync(xp)
         fft = min(fft, time.perf_counter() - t0)
+        if in_cache:
+            t0 = time.perf_counter()
+            fft_pair_in_cache(floor["stack"])
+            fft_cached = min(fft_cached, time.perf_counter() - t0)
     traffic = iteration_traffic(
         name,
         engine.n_frames,
@@ -166,12 +187,15 @@ def run_algorithm(name: str, data: tuple, xp, repeat: int, floor: dict) -> dict:
         engine.deviance_every,
         engine.update_probe_now(),
         fused_deviance=kernels.numba_enabled(xp),
+        fused_fourier=in_cache,
     )
     return {
         "available": True,
         "seconds_per_iteration": seconds,
         "two_fft_floor_s": fft,
         "over_two_fft_floor": seconds / fft,
+        "two_fft_in_cache_floor_s": fft_cached if in_cache else None,
+        "over_two_fft_in_cache_floor": seconds / fft_cached if in_cache else None,
         "bytes_per_iteration": traffic["bytes"],
         "traffic": traffic,
         "peak_memory_mb": peak / 2**20,
@@ -211,7 +235,7 @@ def add_bandwidth_floor(case: dict, bytes_per_second: float) -> None:
 def table(cases: list[dict]) -> str:
     """The short text table of all cases and algorithms."""
     lines = [
-        f"{'frames':>6} {'n':>4} {'alg':5} {'s/it':>8} {'/2FFT':>6} {'MB/it':>7} "
+        f"{'frames':>6} {'n':>4} {'alg':5} {'s/it':>8} {'/2FFT':>6} {'/cache':>6} {'MB/it':>7} "
         f"{'BW floor s':>10} {'/BW':>6} {'peak MB':>8}"
     ]
     for c in cases:
@@ -221,8 +245,10 @@ def table(cases: list[dict]) -> str:
             if not r["available"]:
                 lines.append(f"{head} {r['reason']}")
                 continue
+            cached = r.get("over_two_fft_in_cache_floor")
+            cached = f"{cached:6.2f}" if cached else f"{'-':>6}"
             lines.append(
-                f"{head} {r['seconds_per_iteration']:8.3f} {r['over_two_fft_floor']:6.2f} "
+                f"{head} {r['seconds_per_iteration']:8.3f} {r['over_two_fft_floor']:6.2f} {cached} "
                 f"{r['bytes_per_iteration'] / 1e6:7.0f} {r['bandwidth_floor_s']:10.4f} "
                 f"{r['over_bandwidth_floor']:6.1f} {r['peak_memory_mb']:8.0f}"
             )
@@ -272,6 +298,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"reference {REFERENCE[0]} x {REFERENCE[1]}^2: AP {ap['seconds_per_iteration']:.3f} s"
             f" = {ap['over_two_fft_floor']:.2f} x two-FFT floor ({ap['two_fft_floor_s']:.3f} s)"
         )
+        if ap.get("two_fft_in_cache_floor_s"):
+            print(
+                f"  = {ap['over_two_fft_in_cache_floor']:.2f} x the same FFTs frame by frame in "
+                f"cache ({ap['two_fft_in_cache_floor_s']:.3f} s)"
+            )
     result = {
         "backend": backend,
         "device": device_name(xp),
@@ -288,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
             "ap_seconds": ref["AP"].get("seconds_per_iteration"),
             "two_fft_floor_s": ref["AP"].get("two_fft_floor_s"),
             "ap_over_floor": ref["AP"].get("over_two_fft_floor"),
+            "two_fft_in_cache_floor_s": ref["AP"].get("two_fft_in_cache_floor_s"),
+            "ap_over_in_cache_floor": ref["AP"].get("over_two_fft_in_cache_floor"),
         },
         "command": "bench/recon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }

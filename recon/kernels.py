@@ -15,7 +15,9 @@ Shapes used throughout:
 * ``good``: (n, n) bool, False on masked pixels; ``bg``: (n, n) float32 background;
   ``scale``: (M,) float32 per-frame intensity scale (monitor).
 
-On CuPy the modulus projections of AP, DM and RAAR run as fused CUDA kernels
+On the CPU the Fourier side of AP, DM and RAAR (:func:`fourier_pass`) runs frame by frame
+in cache when ``rocket-fft`` is there (:mod:`recon.numba_fourier`; ``SPTYCHO_FUSED_FFT=0``
+turns it off). On CuPy the modulus projections of AP, DM and RAAR run as fused CUDA kernels
 (:mod:`recon.cupy_kernels`), the rest as the generic code. Set ``SPTYCHO_NUMBA=0`` to force
 the generic code path on the CPU.
 """
@@ -29,22 +31,35 @@ from typing import Any
 import numpy as np
 
 from recon import numba_backprojection as nbb
+from recon import numba_fourier as nbf
 from recon import numba_kernels as nbk
-from recon.backend import get_xp
+from recon.backend import fft2c, get_xp, ifft2c
 from recon.deviance import poisson_deviance
 
 #: Use the numba kernels for NumPy arrays (tests switch it off to compare the two paths).
 _HAS_NUMBA = nbk.AVAILABLE
+#: Run the Fourier side frame by frame in cache on NumPy arrays (tests switch it off).
+_HAS_FUSED_FFT = nbf.AVAILABLE
 #: Use the fused CUDA kernels for CuPy arrays (tests switch it off to compare the two paths).
 _USE_FUSED_GPU = True
 
 #: Smallest model intensity (photons) used in divisions.
 TINY = np.float32(1e-12)
+#: Placeholder illumination accumulator of the numba object back-projection when none is asked.
+_NO_ILLUM = np.zeros((1, 1), np.float32)
+#: Placeholder iterate of the fused Fourier pass for alternating projections.
+_NO_PSI = np.zeros((1, 1, 1), np.complex64)
 
 
 def numba_enabled(xp: ModuleType) -> bool:
     """True when the fused numba kernels are used for arrays of module ``xp``."""
     return _HAS_NUMBA and xp is np
+
+
+def fourier_in_cache(xp: ModuleType) -> bool:
+    """True when :func:`fourier_pass` runs frame by frame in cache for arrays of ``xp``
+    (without background or scale refinement)."""
+    return _HAS_FUSED_FFT and numba_enabled(xp)
 
 
 @dataclass
@@ -282,6 +297,78 @@ def fourier_project(
     return dev
 
 
+def fourier_pass(
+    obj: Any,
+    probes: Any,
+    geom: PatchGeometry,
+    out: Any,
+    inten: Any,
+    good: Any,
+    bg: Any,
+    scale: Any,
+    psi: Any = None,
+    ratio: Any = None,
+    deviance_every: int = 1,
+    j0: int = 0,
+    coefs: tuple[float, float, float, float] = (1.0, 1.0, -1.0, 1.0),
+    model_totals: list | None = None,
+) -> float:
+    """The Fourier side of one projection iteration: exit waves, FFT, projection, inverse FFT.
+
+    ``out`` ends as the projected real-space waves:
+    ``F^-1 P(F(probes[bins[j]] * obj[patch j]))`` with ``P`` the modulus projection, or with
+    ``psi`` the projection-family update of :func:`fourier_project` (which also updates
+    ``psi``). On NumPy with numba and rocket-fft each frame goes through the four steps in
+    cache (:mod:`recon.numba_fourier`); otherwise :func:`exit_waves`, an FFT of the stack,
+    :func:`fourier_project` and an inverse FFT, one after the other.
+
+    Parameters
+    ----------
+    obj, probes, geom : as in :func:`exit_waves`
+    out : (M, K, n, n) complex64, C-contiguous, overwritten
+    inten, good, bg, scale, psi, ratio, deviance_every, j0, coefs : as in
+        :func:`fourier_project`
+    model_totals : when given, the (M,) model photon totals ``sum |F(wave)|^2`` of the
+        frames before the projection are appended to it (per-frame scale refinement)
+
+    Returns
+    -------
+    the unnormalised deviance of the selected frames (as :func:`fourier_project`)
+    """
+    xp = get_xp(out)
+    if fourier_in_cache(xp) and ratio is None and model_totals is None:
+        flat, inten2, keep, b = _numba_args(out, inten, good, bg)
+        dev = np.zeros(out.shape[0], np.float64)
+        family = psi is not None
+        nbf.fourier_pass(
+            obj,
+            probes,
+            geom.bins,
+            geom.corners,
+            inten2,
+            keep,
+            b,
+            scale,
+            _flat(psi) if family else _NO_PSI,
+            family,
+            np.asarray(coefs, np.float32),
+            out,
+            dev,
+            deviance_every,
+            j0,
+        )
+        return float(dev.sum())
+    exit_waves(obj, probes, geom, out)
+    w = fft2c(out, overwrite=True)
+    if model_totals is not None:
+        model_totals.append((w.real**2 + w.imag**2).sum(axis=(1, 2, 3)))
+    deviance = fourier_project(w, inten, good, bg, scale, psi, ratio, deviance_every, j0, coefs)
+    w = ifft2c(w, overwrite=True)
+    if not xp.shares_memory(w, out):  # the FFTs work in place where they can
+        out[...] = w
+    return deviance
+
+
 def _scatter_add(xp: ModuleType, out: Any, flat: Any, values: Any) -> None:
     """``out.ravel()[flat] += values`` with repeated indices accumulated (real or complex)."""
     size = out.size
@@ -321,7 +408,6 @@ def backproject_object(
     xp = get_xp(wave)
     if numba_enabled(xp):
         do_illum = illum is not None
-        p2 = (probes.real**2 + probes.imag**2).sum(axis=1) if do_illum else probes.real[:, 0]
         nbb.backproject_object(
             wave,
             probes,
@@ -329,8 +415,7 @@ def backproject_object(
             geom.corners,
             out,
             nbb.row_bands(out.shape[0]),
-            p2,
-            illum if do_illum else np.zeros((1, 1), np.float32),
+            illum if do_illum else _NO_ILLUM,
             do_illum,
         )
         return out

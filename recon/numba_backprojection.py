@@ -56,9 +56,10 @@ if AVAILABLE:
 
     @_parallel
     def backproject_object(
-        wave, probes, bins, corners, out, n_bands, p2, illum, do_illum
+        wave, probes, bins, corners, out, n_bands, illum, do_illum
     ):  # pragma: no cover
-        """out[patch j] += sum_k conj(P) wave; with do_illum also illum[patch j] += p2[bin j].
+        """out[patch j] += sum_k conj(P) wave; with do_illum also illum[patch j] += sum_k |P|^2
+        (P: the frame's probe modes ``probes[bins[j]]``).
 
         Threads own bands of object rows, so no two write the same pixel.
         """
@@ -77,11 +78,11 @@ if AVAILABLE:
                         wrow = wave[j, k, y]
                         for x in range(nx):
                             orow[x] += prow[x].conjugate() * wrow[x]
-                    if do_illum:
-                        irow = illum[cy + y, cx : cx + nx]
-                        qrow = p2[b, y]
-                        for x in range(nx):
-                            irow[x] += qrow[x]
+                        if do_illum:
+                            irow = illum[cy + y, cx : cx + nx]
+                            for x in range(nx):
+                                v = prow[x]
+                                irow[x] += v.real * v.real + v.imag * v.imag
 
     @_parallel
     def illumination(probes, bins, corners, out, n_bands):  # pragma: no cover

@@ -159,6 +159,64 @@ if AVAILABLE:
             kp = keep[x]
             row[x] = v * (kp * np.sqrt(inten_j[x] / mm) + (one - kp))
 
+    @_helper
+    def modulus_frame(wave, j, inten_j, keep, bg, s, selected):  # pragma: no cover
+        """wave[j] *= sqrt(I / M) on good pixels (alternating projections) for one frame.
+
+        Returns the Poisson deviance of the model before the projection when ``selected``
+        (0 otherwise).
+        """
+        kk, p = wave.shape[1], wave.shape[2]
+        if kk == 1 and not selected:  # one pass over the pixels, no scratch row
+            _project_single_mode(wave[j, 0], inten_j, keep, bg, s)
+            return 0.0
+        f = np.empty(p, np.float32)
+        _model(wave, j, bg, s, f)
+        d = _frame_deviance(inten_j, keep, f) if selected else 0.0
+        _modulus_factor(inten_j, keep, f)
+        _scale_modes(wave, j, f)
+        return d
+
+    @_helper
+    def family_frame(wave, psi, j, q, inten_j, keep, bg, s, coefs, selected):  # pragma: no cover
+        """The projection-family update of one frame: with ``(alpha, cx, cw, cf) = coefs``,
+        ``psi[q] <- cx psi[q] + cw wave[j] + cf P_F((1 + alpha) wave[j] - alpha psi[q])`` and
+        ``wave[j] <- psi[q]``.
+
+        Returns the deviance of the model ``wave[j]`` when ``selected`` (0 otherwise).
+        """
+        kk, p = wave.shape[1], wave.shape[2]
+        a0 = coefs[0]
+        a1 = np.float32(1.0) + a0
+        fx = coefs[1]
+        fw = coefs[2]
+        ff = coefs[3]
+        f = np.empty(p, np.float32)
+        d = 0.0
+        if selected:
+            _model(wave, j, bg, s, f)
+            d = _frame_deviance(inten_j, keep, f)
+        for x in range(p):
+            f[x] = np.float32(0.0)
+        for k in range(kk):
+            wrow = wave[j, k]
+            qrow = psi[q, k]
+            for x in range(p):
+                z = a1 * wrow[x] - a0 * qrow[x]
+                f[x] += z.real * z.real + z.imag * z.imag
+        _power_to_model(f, s, bg)
+        _modulus_factor(inten_j, keep, f)
+        for k in range(kk):
+            wrow = wave[j, k]
+            qrow = psi[q, k]
+            for x in range(p):
+                w = wrow[x]
+                v = qrow[x]
+                v = fx * v + fw * w + ff * f[x] * (a1 * w - a0 * v)
+                qrow[x] = v
+                wrow[x] = v
+        return d
+
     # ---------------------------------------------------------------- parallel kernels
     @_parallel
     def exit_waves(obj, probes, bins, corners, out, accumulate):  # pragma: no cover
@@ -212,18 +270,11 @@ if AVAILABLE:
         In the same pass ``dev[j]`` = Poisson deviance of the model before the projection
         for the frames with ``(j0 + j) % every == 0`` (as :func:`deviance_rows`).
         """
-        m, kk, p = wave.shape
-        for j in _prange(m):
+        for j in _prange(wave.shape[0]):
             selected = (j0 + j) % every == 0
-            if kk == 1 and not selected:  # one pass over the pixels, no scratch row
-                _project_single_mode(wave[j, 0], inten[j], keep, bg, scale[j])
-                continue
-            f = np.empty(p, np.float32)
-            _model(wave, j, bg, scale[j], f)
+            d = modulus_frame(wave, j, inten[j], keep, bg, scale[j], selected)
             if selected:
-                dev[j] = _frame_deviance(inten[j], keep, f)
-            _modulus_factor(inten[j], keep, f)
-            _scale_modes(wave, j, f)
+                dev[j] = d
 
     @_parallel
     def projection_family(
@@ -233,36 +284,12 @@ if AVAILABLE:
 
         ``dev`` as in :func:`modulus_project` (the deviance of the model ``wave``).
         """
-        m, kk, p = wave.shape
-        a1 = np.float32(1.0 + alpha)
-        a0 = np.float32(alpha)
-        fx = np.float32(cx)
-        fw = np.float32(cw)
-        ff = np.float32(cf)
-        for j in _prange(m):
-            f = np.empty(p, np.float32)
-            if (j0 + j) % every == 0:
-                _model(wave, j, bg, scale[j], f)
-                dev[j] = _frame_deviance(inten[j], keep, f)
-            for x in range(p):
-                f[x] = np.float32(0.0)
-            for k in range(kk):
-                wrow = wave[j, k]
-                qrow = psi[j, k]
-                for x in range(p):
-                    z = a1 * wrow[x] - a0 * qrow[x]
-                    f[x] += z.real * z.real + z.imag * z.imag
-            _power_to_model(f, scale[j], bg)
-            _modulus_factor(inten[j], keep, f)
-            for k in range(kk):
-                wrow = wave[j, k]
-                qrow = psi[j, k]
-                for x in range(p):
-                    w = wrow[x]
-                    q = qrow[x]
-                    q = fx * q + fw * w + ff * f[x] * (a1 * w - a0 * q)
-                    qrow[x] = q
-                    wrow[x] = q
+        coefs = np.array([alpha, cx, cw, cf], np.float32)
+        for j in _prange(wave.shape[0]):
+            selected = (j0 + j) % every == 0
+            d = family_frame(wave, psi, j, j, inten[j], keep, bg, scale[j], coefs, selected)
+            if selected:
+                dev[j] = d
 
     @_parallel
     def ml_weight(wave, inten, keep, bg, scale, gaussian, out):  # pragma: no cover

@@ -101,15 +101,20 @@ def projection_iteration(engine: Engine, name: str) -> float:
     deviance = 0.0
     for sl, geom in engine.chunks:
         w = engine.buffer(sl.stop - sl.start)
-        kernels.exit_waves(obj_before, probes, geom, w)
-        w = fft2c(w, overwrite=True)
-        if totals is not None:
-            totals.append((w.real**2 + w.imag**2).sum(axis=(1, 2, 3)))
         psi = engine._psi[sl] if keeps_iterate else None
-        deviance += kernels.fourier_project(
-            w, *engine.frame_data(sl), psi, ratio, engine.deviance_every, sl.start, coefs
+        deviance += kernels.fourier_pass(
+            obj_before,
+            probes,
+            geom,
+            w,
+            *engine.frame_data(sl),
+            psi,
+            ratio,
+            engine.deviance_every,
+            sl.start,
+            coefs,
+            totals,
         )
-        w = ifft2c(w, overwrite=True)
         kernels.backproject_object(w, probes, geom, num_o, fresh_illum)
     if fresh_illum is not None:
         engine._illum = fresh_illum
@@ -124,12 +129,12 @@ def projection_iteration(engine: Engine, name: str) -> float:
                 w = engine.buffer(sl.stop - sl.start)
                 if keeps_iterate:
                     w[...] = engine._psi[sl]
+                    w = ifft2c(w, overwrite=True)
                 else:
-                    kernels.exit_waves(obj_before, probes, geom, w)
-                    w = fft2c(w, overwrite=True)
                     no_deviance = {"deviance_every": engine.n_frames + 1, "j0": 1}
-                    kernels.fourier_project(w, *engine.frame_data(sl), **no_deviance)
-                w = ifft2c(w, overwrite=True)
+                    kernels.fourier_pass(
+                        obj_before, probes, geom, w, *engine.frame_data(sl), **no_deviance
+                    )
             kernels.backproject_probe(w, engine.obj, geom, num_p, den_p)
         engine.probe_from(num_p, den_p)
     if ratio is not None:

@@ -141,3 +141,38 @@ def test_idle_openmp_workers_spin_briefly_unless_the_user_chose(given, expected)
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == expected
+
+
+@pytest.mark.skipif(not kernels.nbf.AVAILABLE, reason="rocket-fft not installed")
+@pytest.mark.parametrize(("name", "n_modes"), [("AP", 1), ("AP", 2), ("DM", 1), ("RAAR", 2)])
+def test_fourier_pass_frame_by_frame_matches_the_stack_steps(monkeypatch, name, n_modes):
+    """Exit waves, FFT, projection and inverse FFT of each frame in cache (numba +
+    rocket-fft) give the waves, the iterate and the deviance of the four steps done one after
+    the other over the stack, on frames with sub-pixel bins, a mask, background and scales."""
+    from recon.projection_family import coefficients
+
+    rng = np.random.default_rng(7 + n_modes)
+    n, shape, m = 16, (40, 44), 23
+    pos = rng.uniform(0, [shape[0] - n - 1, shape[1] - n - 1], (m, 2))
+    op = PtychoOperator(pos, (n, n), shape, subpixel=4)
+    obj = _c(rng, *shape)
+    probes = shift_probes(_c(rng, n_modes, n, n), op.shifts)
+    _, inten, good, bg, scale, _ = _frames(rng, m, n_modes, n)
+    coefs = coefficients(name)
+    psi0 = _c(rng, m, n_modes, n, n) if name != "AP" else None
+    out = []
+    for fused in (True, False):
+        monkeypatch.setattr(kernels, "_HAS_FUSED_FFT", fused)
+        w = np.empty((m, n_modes, n, n), np.complex64)
+        psi = None if psi0 is None else psi0.copy()
+        dev = kernels.fourier_pass(
+            obj, probes, op.geom, w, inten, good, bg, scale, psi, None, 3, 1, coefs
+        )
+        out.append((w, psi, dev))
+    (w1, psi1, dev1), (w2, psi2, dev2) = out
+    assert np.abs(w2).max() > 0 and dev2 > 0
+    np.testing.assert_allclose(w1, w2, rtol=1e-4, atol=1e-5 * np.abs(w2).max())
+    if psi0 is not None:
+        assert not np.allclose(psi2, psi0)  # the iterate was updated
+        np.testing.assert_allclose(psi1, psi2, rtol=1e-4, atol=1e-5 * np.abs(psi2).max())
+    assert dev1 == pytest.approx(dev2, rel=1e-5)
