@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recon import kernels
+from recon import numba_pie as nbp
 from recon.backend import fft2c, ifft2c
 from recon.kernels import TINY, PatchGeometry
 from recon.probe_modes import orthogonalize_modes
@@ -178,6 +179,8 @@ def pie_iteration(engine: Engine, name: str) -> float:
     a = pie_weight(name, engine.opts.pie_alpha)
     batch = max(1, min(int(engine.opts.pie_batch), engine.n_frames))
     update_probe = engine.update_probe_now()
+    if batch == 1 and nbp.AVAILABLE and kernels.fourier_in_cache(xp):
+        return _compiled_pass(engine, name, a, update_probe)
     shape = (engine.n_modes, *engine.frame_shape)
     waves = xp.empty((batch, *shape), np.complex64)
     acc = _Accumulators(xp, engine.obj_shape)
@@ -213,3 +216,40 @@ def pie_iteration(engine: Engine, name: str) -> float:
         engine.probe = xp.ascontiguousarray(orthogonalize_modes(probe))
     engine.invalidate_probe()
     return engine.record(name, deviance)
+
+
+def _compiled_pass(engine: Engine, name: str, a: float, update_probe: bool) -> float:
+    """:func:`pie_iteration` with one frame per batch as one compiled loop
+    (:func:`recon.numba_pie.pie_pass`, NumPy with numba and rocket-fft): the same visiting
+    order, updates and deviance."""
+    n = engine.n_frames
+    order = np.concatenate(visiting_order(n, 1, engine.iteration, engine.deviance_every))
+    engine.obj = np.ascontiguousarray(engine.obj, dtype=np.complex64)
+    spectrum = np.ascontiguousarray(fft2c(engine.probe), dtype=np.complex64)
+    probes = engine.shifted_probes() if not update_probe else spectrum[None]
+    amax = engine.opts.max_object_amplitude
+    dev = np.zeros(n, np.float64)
+    nbp.pie_pass(
+        engine.obj,
+        spectrum,
+        np.ascontiguousarray(probes, dtype=np.complex64),
+        np.ascontiguousarray(engine.ramps, dtype=np.complex64),
+        np.ascontiguousarray(engine.unramps, dtype=np.complex64),
+        np.ascontiguousarray(engine.bins, dtype=np.int64),
+        np.ascontiguousarray(engine.corners, dtype=np.int64),
+        order,
+        engine.inten.reshape(n, -1),
+        engine.good.astype(np.float32).ravel(),
+        np.ascontiguousarray(engine.bg, dtype=np.float32).ravel(),
+        np.ascontiguousarray(engine.scale, dtype=np.float32),
+        np.float32(a),
+        np.float32(-1.0 if amax is None else amax),
+        update_probe,
+        int(engine.deviance_every),
+        dev,
+    )
+    if update_probe:
+        probe = ifft2c(spectrum, overwrite=True).astype(np.complex64)
+        engine.probe = np.ascontiguousarray(orthogonalize_modes(probe))
+    engine.invalidate_probe()
+    return engine.record(name, float(dev.sum()))
