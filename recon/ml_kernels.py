@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from recon import numba_kernels as nbk
+from recon import numba_ml as nbm
 from recon.backend import get_xp
 from recon.kernels import (
     TINY,
@@ -101,7 +101,7 @@ def ml_gradient(
     if numba_enabled(xp):
         args = _numba_args(wave, inten, good, bg)
         dev = _numba_deviance(args, scale, deviance_every, j0) if deviance_every > 0 else 0.0
-        nbk.ml_weight(*args, scale, gaussian, _flat(out))
+        nbm.ml_weight(*args, scale, gaussian, _flat(out))
         return dev
     if deviance_every > 0:
         mod, dev = _model_and_deviance(wave, inten, good, bg, scale, deviance_every, j0)
@@ -141,7 +141,7 @@ def ml_line_coefficients(f0: Any, f1: Any = None, f2: Any = None, out: Any = Non
         flat0 = _flat(f0)
         flat1 = flat0 if f1 is None else _flat(f1)
         flat2 = flat0 if f2 is None else _flat(f2)
-        nbk.ml_line_coefficients(flat0, flat1, flat2, out.reshape(nc, f0.shape[0], -1))
+        nbm.ml_line_coefficients(flat0, flat1, flat2, out.reshape(nc, f0.shape[0], -1))
         return out
 
     def cross(a: Any, b: Any) -> Any:
@@ -198,7 +198,7 @@ def ml_line_frames(
         keep = good.astype(np.float32).ravel()
         flat = coef.reshape(coef.shape[0], m, -1)
         args = (inten.reshape(m, -1), keep, bg.ravel(), scale)
-        nbk.ml_line_values(flat, float(g), *args, gaussian, relative, out)
+        nbm.ml_line_values(flat, float(g), *args, gaussian, relative, out)
         return out
     g32 = np.float32(g)
     r = dr = ddr = xp.zeros(coef.shape[1:], np.float32)

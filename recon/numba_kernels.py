@@ -14,7 +14,8 @@ Shapes: ``wave`` (M, K, P) complex64 (frames, modes, flattened pixels) or (M, K,
 
 ``AVAILABLE`` is False when numba is not importable or ``SPTYCHO_NUMBA=0``; the kernels are
 then not defined. The back-projections (scatters into the object and the probe) are in
-:mod:`recon.numba_backprojection`.
+:mod:`recon.numba_backprojection`, the ML engine's loops in :mod:`recon.numba_ml`, the
+Fourier side frame by frame in :mod:`recon.numba_fourier`.
 
 Idle threads: numba runs parallel loops on OpenMP (GNU libgomp), whose idle workers spin
 about 300 000 ``pause`` instructions (~15 ms on recent x86) before they sleep. An
@@ -82,7 +83,7 @@ if AVAILABLE:
             out[x] = max(s * out[x] + bg[x], tiny)
 
     @_helper
-    def _model(wave, j, bg, s, out):  # pragma: no cover
+    def frame_model(wave, j, bg, s, out):  # pragma: no cover
         """out[x] = max(s sum_k |wave[j, k, x]|^2 + bg[x], 1e-12): model photons of frame j."""
         _modes_power(wave, j, out)
         _power_to_model(out, s, bg)
@@ -149,7 +150,7 @@ if AVAILABLE:
 
     @_helper
     def _project_single_mode(row, inten_j, keep, bg, s):  # pragma: no cover
-        """row[x] *= sqrt(I[x] / M[x]) on good pixels: :func:`_model`,
+        """row[x] *= sqrt(I[x] / M[x]) on good pixels: :func:`frame_model`,
         :func:`_modulus_factor` and :func:`_scale_modes` of a one-mode frame in one loop."""
         tiny = np.float32(1e-12)
         one = np.float32(1.0)
@@ -171,7 +172,7 @@ if AVAILABLE:
             _project_single_mode(wave[j, 0], inten_j, keep, bg, s)
             return 0.0
         f = np.empty(p, np.float32)
-        _model(wave, j, bg, s, f)
+        frame_model(wave, j, bg, s, f)
         d = _frame_deviance(inten_j, keep, f) if selected else 0.0
         _modulus_factor(inten_j, keep, f)
         _scale_modes(wave, j, f)
@@ -194,7 +195,7 @@ if AVAILABLE:
         f = np.empty(p, np.float32)
         d = 0.0
         if selected:
-            _model(wave, j, bg, s, f)
+            frame_model(wave, j, bg, s, f)
             d = _frame_deviance(inten_j, keep, f)
         for x in range(p):
             f[x] = np.float32(0.0)
@@ -248,7 +249,7 @@ if AVAILABLE:
             if (j0 + j) % every != 0:
                 continue
             mm = np.empty(p, np.float32)
-            _model(wave, j, bg, scale[j], mm)
+            frame_model(wave, j, bg, scale[j], mm)
             dev[j] = _frame_deviance(inten[j], keep, mm)
 
     @_parallel
@@ -258,7 +259,7 @@ if AVAILABLE:
         for j in _prange(m):
             t = _nb.get_thread_id()
             mm = np.empty(p, np.float32)
-            _model(wave, j, bg, scale[j], mm)
+            frame_model(wave, j, bg, scale[j], mm)
             r = ratio[t]
             for x in range(p):
                 r[x] += keep[x] * inten[j, x] / mm[x]
@@ -290,180 +291,3 @@ if AVAILABLE:
             d = family_frame(wave, psi, j, j, inten[j], keep, bg, scale[j], coefs, selected)
             if selected:
                 dev[j] = d
-
-    @_parallel
-    def ml_weight(wave, inten, keep, bg, scale, gaussian, out):  # pragma: no cover
-        """out = keep scale dL/dM wave: Fourier factor of the ML gradient (out may be wave).
-
-        ``dL/dM`` is ``1 - I / M`` (Poisson) or ``1 - sqrt(I / M)`` (``gaussian``: amplitude
-        least squares).
-        """
-        m, kk, p = wave.shape
-        one = np.float32(1.0)
-        for j in _prange(m):
-            f = np.empty(p, np.float32)
-            s = scale[j]
-            _model(wave, j, bg, s, f)
-            if gaussian:
-                for x in range(p):
-                    f[x] = keep[x] * s * (one - np.sqrt(inten[j, x] / f[x]))
-            else:
-                for x in range(p):
-                    f[x] = keep[x] * s * (one - inten[j, x] / f[x])
-            for k in range(kk):
-                wrow = wave[j, k]
-                orow = out[j, k]
-                for x in range(p):
-                    orow[x] = f[x] * wrow[x]
-
-    # ---------------------------------------------------------------- ML line search
-    @_parallel
-    def ml_line_coefficients(f0, f1, f2, coef):  # pragma: no cover
-        """coef[t, j, x]: coefficient of g^t of sum_k |f0 + g f1 + g^2 f2|^2 at (j, x).
-
-        ``coef`` is (T, M, P) float32 with T = 1 (f0 only), 3 (f0, f1) or 5 (all three);
-        the waves a smaller T leaves out are not read (pass any array).
-        """
-        nc = coef.shape[0]
-        m, kk, p = f0.shape
-        two = np.float32(2.0)
-        for j in _prange(m):
-            for t in range(nc):
-                for x in range(p):
-                    coef[t, j, x] = np.float32(0.0)
-            c0 = coef[0, j]
-            for k in range(kk):
-                arow = f0[j, k]
-                if nc == 1:
-                    for x in range(p):
-                        a = arow[x]
-                        c0[x] += a.real * a.real + a.imag * a.imag
-                    continue
-                brow = f1[j, k]
-                c1 = coef[1, j]
-                c2 = coef[2, j]
-                for x in range(p):
-                    a = arow[x]
-                    b = brow[x]
-                    c0[x] += a.real * a.real + a.imag * a.imag
-                    c1[x] += two * (a.real * b.real + a.imag * b.imag)
-                    c2[x] += b.real * b.real + b.imag * b.imag
-                if nc == 5:
-                    crow = f2[j, k]
-                    c3 = coef[3, j]
-                    c4 = coef[4, j]
-                    for x in range(p):
-                        a = arow[x]
-                        b = brow[x]
-                        c = crow[x]
-                        c2[x] += two * (a.real * c.real + a.imag * c.imag)
-                        c3[x] += two * (b.real * c.real + b.imag * c.imag)
-                        c4[x] += c.real * c.real + c.imag * c.imag
-
-    @_helper
-    def _line_model(coef, j, g, s, bg, m0, mm, delta, dm, ddm):  # pragma: no cover
-        """Frame j along a line: m0 = M(0), mm = M(g), delta = M(g) - M(0), dm = M'(g), ddm
-        = M''(g) with ``M(g) = max(s q(g) + bg, 1e-12)`` and ``q(g) = sum_t coef[t, j]
-        g^t`` (T = 1, 3 or 5). The difference is formed from the polynomial's increment, so
-        it keeps its relative precision however small the step."""
-        nc = coef.shape[0]
-        tiny = np.float32(1e-12)
-        zero = np.float32(0.0)
-        two = np.float32(2.0)
-        c0 = coef[0, j]
-        if nc == 5:
-            c1 = coef[1, j]
-            c2 = coef[2, j]
-            c3 = coef[3, j]
-            c4 = coef[4, j]
-            k3 = np.float32(3.0)
-            k4 = np.float32(4.0)
-            k6 = np.float32(6.0)
-            k12 = np.float32(12.0) * g
-            for x in range(mm.size):
-                delta[x] = s * g * (c1[x] + g * (c2[x] + g * (c3[x] + g * c4[x])))
-                dm[x] = s * (c1[x] + g * (two * c2[x] + g * (k3 * c3[x] + g * k4 * c4[x])))
-                ddm[x] = s * (two * c2[x] + g * (k6 * c3[x] + k12 * c4[x]))
-        elif nc == 3:
-            c1 = coef[1, j]
-            c2 = coef[2, j]
-            for x in range(mm.size):
-                delta[x] = s * g * (c1[x] + g * c2[x])
-                dm[x] = s * (c1[x] + two * g * c2[x])
-                ddm[x] = s * two * c2[x]
-        else:
-            for x in range(mm.size):
-                delta[x] = zero
-                dm[x] = zero
-                ddm[x] = zero
-        for x in range(mm.size):
-            base = s * c0[x] + bg[x]
-            m0[x] = max(base, tiny)
-            mm[x] = max(base + delta[x], tiny)
-            if base < tiny or base + delta[x] < tiny:
-                delta[x] = mm[x] - m0[x]
-
-    @_parallel
-    def ml_line_values(
-        coef, g, inten, keep, bg, scale, gaussian, relative, out
-    ):  # pragma: no cover
-        """out[j] = (L, dL/dg, d2L/dg2, Gauss-Newton part of d2L/dg2) of frame j at g.
-
-        The model is ``M(g) = max(scale (sum_t coef[t] g^t) + bg, 1e-12)`` (coefficients
-        of :func:`ml_line_coefficients`). ``L`` is the Poisson half deviance ``M - I + I
-        ln(I / M)`` (the terms of :func:`deviance_rows`) or, with ``gaussian``, ``(sqrt M -
-        sqrt I)^2``, summed over the good pixels; with ``relative``, ``L(g) - L(0)`` instead
-        of ``L(g)`` (formed from ``M(g) - M(0)``: precise for tiny steps).
-        """
-        nc, m, p = coef.shape
-        gg = np.float32(g)
-        one = np.float32(1.0)
-        two = np.float32(2.0)
-        half = np.float32(0.5)
-        for j in _prange(m):
-            m0 = np.empty(p, np.float32)
-            mm = np.empty(p, np.float32)
-            delta = np.empty(p, np.float32)
-            dm = np.empty(p, np.float32)
-            ddm = np.empty(p, np.float32)
-            _line_model(coef, j, gg, scale[j], bg, m0, mm, delta, dm, ddm)
-            # v: the objective terms; f1, f2: dL/dM and d2L/dM2 (in m0 and delta, reused)
-            v = np.zeros(p, np.float32)
-            for x in range(p):
-                i = inten[j, x]
-                if gaussian:
-                    si = np.sqrt(i)
-                    sm = np.sqrt(mm[x])
-                    if relative:
-                        v[x] = delta[x] - two * si * delta[x] / (sm + np.sqrt(m0[x]))
-                    else:
-                        v[x] = (sm - si) * (sm - si)
-                    q = si / sm
-                    m0[x] = one - q
-                    delta[x] = half * q / mm[x]
-                else:
-                    if relative:
-                        v[x] = delta[x]
-                        if i > 0:
-                            v[x] -= i * np.log1p(delta[x] / m0[x])
-                    else:
-                        v[x] = mm[x] - i
-                        if i > 0:  # most high-angle pixels count nothing: skip the logarithm
-                            v[x] += i * np.log(i / mm[x])
-                    r = i / mm[x]
-                    m0[x] = one - r
-                    delta[x] = r / mm[x]
-            acc = 0.0
-            d1 = 0.0
-            d2 = 0.0
-            gn = 0.0
-            for x in range(p):
-                kp = keep[x]
-                acc += kp * v[x]
-                d1 += kp * m0[x] * dm[x]
-                d2 += kp * m0[x] * ddm[x]
-                gn += kp * delta[x] * dm[x] * dm[x]
-            out[j, 0] = acc
-            out[j, 1] = d1
-            out[j, 2] = d2 + gn
-            out[j, 3] = gn

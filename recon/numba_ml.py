@@ -1,0 +1,198 @@
+"""Fused, multi-threaded CPU loops of the ML engine (numba): gradient weights and the exact
+line search's coefficients and values, behind :mod:`recon.ml_kernels`.
+
+Shapes as in :mod:`recon.numba_kernels`: ``wave`` (M, K, P) complex64 (frames, modes,
+flattened pixels), ``inten`` (M, P) float32, ``keep``, ``bg`` (P,) float32, ``scale`` (M,)
+float32; line-search coefficients ``coef`` (T, M, P) float32 with T = 1, 3 or 5. The kernels
+exist only when :data:`recon.numba_kernels.AVAILABLE`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recon import numba_kernels as nbk
+
+if nbk.AVAILABLE:
+    import numba as _nb
+
+    _helper = _nb.njit(**nbk.JIT_OPTIONS)
+    _parallel = _nb.njit(parallel=True, **nbk.JIT_OPTIONS)
+    _prange = _nb.prange
+
+    @_parallel
+    def ml_weight(wave, inten, keep, bg, scale, gaussian, out):  # pragma: no cover
+        """out = keep scale dL/dM wave: Fourier factor of the ML gradient (out may be wave).
+
+        ``dL/dM`` is ``1 - I / M`` (Poisson) or ``1 - sqrt(I / M)`` (``gaussian``: amplitude
+        least squares).
+        """
+        m, kk, p = wave.shape
+        one = np.float32(1.0)
+        for j in _prange(m):
+            f = np.empty(p, np.float32)
+            s = scale[j]
+            nbk.frame_model(wave, j, bg, s, f)
+            if gaussian:
+                for x in range(p):
+                    f[x] = keep[x] * s * (one - np.sqrt(inten[j, x] / f[x]))
+            else:
+                for x in range(p):
+                    f[x] = keep[x] * s * (one - inten[j, x] / f[x])
+            for k in range(kk):
+                wrow = wave[j, k]
+                orow = out[j, k]
+                for x in range(p):
+                    orow[x] = f[x] * wrow[x]
+
+    # ---------------------------------------------------------------- ML line search
+    @_parallel
+    def ml_line_coefficients(f0, f1, f2, coef):  # pragma: no cover
+        """coef[t, j, x]: coefficient of g^t of sum_k |f0 + g f1 + g^2 f2|^2 at (j, x).
+
+        ``coef`` is (T, M, P) float32 with T = 1 (f0 only), 3 (f0, f1) or 5 (all three);
+        the waves a smaller T leaves out are not read (pass any array).
+        """
+        nc = coef.shape[0]
+        m, kk, p = f0.shape
+        two = np.float32(2.0)
+        for j in _prange(m):
+            for t in range(nc):
+                for x in range(p):
+                    coef[t, j, x] = np.float32(0.0)
+            c0 = coef[0, j]
+            for k in range(kk):
+                arow = f0[j, k]
+                if nc == 1:
+                    for x in range(p):
+                        a = arow[x]
+                        c0[x] += a.real * a.real + a.imag * a.imag
+                    continue
+                brow = f1[j, k]
+                c1 = coef[1, j]
+                c2 = coef[2, j]
+                for x in range(p):
+                    a = arow[x]
+                    b = brow[x]
+                    c0[x] += a.real * a.real + a.imag * a.imag
+                    c1[x] += two * (a.real * b.real + a.imag * b.imag)
+                    c2[x] += b.real * b.real + b.imag * b.imag
+                if nc == 5:
+                    crow = f2[j, k]
+                    c3 = coef[3, j]
+                    c4 = coef[4, j]
+                    for x in range(p):
+                        a = arow[x]
+                        b = brow[x]
+                        c = crow[x]
+                        c2[x] += two * (a.real * c.real + a.imag * c.imag)
+                        c3[x] += two * (b.real * c.real + b.imag * c.imag)
+                        c4[x] += c.real * c.real + c.imag * c.imag
+
+    @_helper
+    def _line_model(coef, j, g, s, bg, m0, mm, delta, dm, ddm):  # pragma: no cover
+        """Frame j along a line: m0 = M(0), mm = M(g), delta = M(g) - M(0), dm = M'(g), ddm
+        = M''(g) with ``M(g) = max(s q(g) + bg, 1e-12)`` and ``q(g) = sum_t coef[t, j]
+        g^t`` (T = 1, 3 or 5). The difference is formed from the polynomial's increment, so
+        it keeps its relative precision however small the step."""
+        nc = coef.shape[0]
+        tiny = np.float32(1e-12)
+        zero = np.float32(0.0)
+        two = np.float32(2.0)
+        c0 = coef[0, j]
+        if nc == 5:
+            c1 = coef[1, j]
+            c2 = coef[2, j]
+            c3 = coef[3, j]
+            c4 = coef[4, j]
+            k3 = np.float32(3.0)
+            k4 = np.float32(4.0)
+            k6 = np.float32(6.0)
+            k12 = np.float32(12.0) * g
+            for x in range(mm.size):
+                delta[x] = s * g * (c1[x] + g * (c2[x] + g * (c3[x] + g * c4[x])))
+                dm[x] = s * (c1[x] + g * (two * c2[x] + g * (k3 * c3[x] + g * k4 * c4[x])))
+                ddm[x] = s * (two * c2[x] + g * (k6 * c3[x] + k12 * c4[x]))
+        elif nc == 3:
+            c1 = coef[1, j]
+            c2 = coef[2, j]
+            for x in range(mm.size):
+                delta[x] = s * g * (c1[x] + g * c2[x])
+                dm[x] = s * (c1[x] + two * g * c2[x])
+                ddm[x] = s * two * c2[x]
+        else:
+            for x in range(mm.size):
+                delta[x] = zero
+                dm[x] = zero
+                ddm[x] = zero
+        for x in range(mm.size):
+            base = s * c0[x] + bg[x]
+            m0[x] = max(base, tiny)
+            mm[x] = max(base + delta[x], tiny)
+            if base < tiny or base + delta[x] < tiny:
+                delta[x] = mm[x] - m0[x]
+
+    @_parallel
+    def ml_line_values(
+        coef, g, inten, keep, bg, scale, gaussian, relative, out
+    ):  # pragma: no cover
+        """out[j] = (L, dL/dg, d2L/dg2, Gauss-Newton part of d2L/dg2) of frame j at g.
+
+        The model is ``M(g) = max(scale (sum_t coef[t] g^t) + bg, 1e-12)`` (coefficients
+        of :func:`ml_line_coefficients`). ``L`` is the Poisson half deviance ``M - I + I
+        ln(I / M)`` (the terms of :func:`deviance_rows`) or, with ``gaussian``, ``(sqrt M -
+        sqrt I)^2``, summed over the good pixels; with ``relative``, ``L(g) - L(0)`` instead
+        of ``L(g)`` (formed from ``M(g) - M(0)``: precise for tiny steps).
+        """
+        nc, m, p = coef.shape
+        gg = np.float32(g)
+        one = np.float32(1.0)
+        two = np.float32(2.0)
+        half = np.float32(0.5)
+        for j in _prange(m):
+            m0 = np.empty(p, np.float32)
+            mm = np.empty(p, np.float32)
+            delta = np.empty(p, np.float32)
+            dm = np.empty(p, np.float32)
+            ddm = np.empty(p, np.float32)
+            _line_model(coef, j, gg, scale[j], bg, m0, mm, delta, dm, ddm)
+            # v: the objective terms; f1, f2: dL/dM and d2L/dM2 (in m0 and delta, reused)
+            v = np.zeros(p, np.float32)
+            for x in range(p):
+                i = inten[j, x]
+                if gaussian:
+                    si = np.sqrt(i)
+                    sm = np.sqrt(mm[x])
+                    if relative:
+                        v[x] = delta[x] - two * si * delta[x] / (sm + np.sqrt(m0[x]))
+                    else:
+                        v[x] = (sm - si) * (sm - si)
+                    q = si / sm
+                    m0[x] = one - q
+                    delta[x] = half * q / mm[x]
+                else:
+                    if relative:
+                        v[x] = delta[x]
+                        if i > 0:
+                            v[x] -= i * np.log1p(delta[x] / m0[x])
+                    else:
+                        v[x] = mm[x] - i
+                        if i > 0:  # most high-angle pixels count nothing: skip the logarithm
+                            v[x] += i * np.log(i / mm[x])
+                    r = i / mm[x]
+                    m0[x] = one - r
+                    delta[x] = r / mm[x]
+            acc = 0.0
+            d1 = 0.0
+            d2 = 0.0
+            gn = 0.0
+            for x in range(p):
+                kp = keep[x]
+                acc += kp * v[x]
+                d1 += kp * m0[x] * dm[x]
+                d2 += kp * m0[x] * ddm[x]
+                gn += kp * delta[x] * dm[x] * dm[x]
+            out[j, 0] = acc
+            out[j, 1] = d1
+            out[j, 2] = d2 + gn
+            out[j, 3] = gn
