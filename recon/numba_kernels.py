@@ -97,7 +97,7 @@ if AVAILABLE:
             f[x] = kp * np.sqrt(inten_j[x] / f[x]) + (one - kp)
 
     @_helper
-    def _log_into(r, e):  # pragma: no cover
+    def log_into(r, e):  # pragma: no cover
         """r[x] <- ln r[x] for positive, normal float32 ``r`` (e: int32 scratch, r's size).
 
         Exponent and mantissa from the bits, then the minimax polynomial of Cephes'
@@ -133,7 +133,7 @@ if AVAILABLE:
         r = np.empty(mm.size, np.float32)
         for x in range(mm.size):
             r[x] = inten_j[x] / mm[x] + np.float32(1e-30)
-        _log_into(r, np.empty(mm.size, np.int32))
+        log_into(r, np.empty(mm.size, np.int32))
         acc = 0.0
         for x in range(mm.size):
             i = inten_j[x]

@@ -132,6 +132,52 @@ if nbk.AVAILABLE:
             if base < tiny or base + delta[x] < tiny:
                 delta[x] = mm[x] - m0[x]
 
+    @_helper
+    def _poisson_terms(inten_j, m0, mm, delta, relative, v):  # pragma: no cover
+        """v = the Poisson terms of one frame along the line; then m0 <- dL/dM = 1 - I / M and
+        delta <- d2L/dM2 = I / M^2 (at M = mm).
+
+        ``v`` is ``M - I + I ln(I / M)`` or, with ``relative``, ``dM - I ln(1 + z)`` with
+        ``z = dM / M0`` (``dM = delta``). ``ln(1 + z)`` keeps log1p's relative precision for
+        small steps: the series to ``z^8`` where ``|z| < 0.1`` (truncation below 1e-9 of it),
+        the logarithm of ``1 + z`` elsewhere. The logarithms are the vectorised ones of
+        :func:`recon.numba_kernels.log_into`, over every pixel (a pixel with ``I = 0`` gets a
+        finite logarithm times 0): no per-pixel branch or libm call.
+        """
+        p = v.size
+        one = np.float32(1.0)
+        arg = np.empty(p, np.float32)
+        if relative:
+            z = np.empty(p, np.float32)
+            for x in range(p):
+                z[x] = delta[x] / m0[x]
+                arg[x] = one + z[x]  # > 0: mm and m0 are both >= 1e-12
+            nbk.log_into(arg, np.empty(p, np.int32))
+            small = np.float32(0.1)
+            for x in range(p):
+                t = z[x]
+                s = np.float32(1.0 / 8.0)
+                s = np.float32(1.0 / 7.0) - t * s
+                s = np.float32(1.0 / 6.0) - t * s
+                s = np.float32(1.0 / 5.0) - t * s
+                s = np.float32(1.0 / 4.0) - t * s
+                s = np.float32(1.0 / 3.0) - t * s
+                s = np.float32(0.5) - t * s
+                s = t * (one - t * s)
+                ln1p = s if abs(t) < small else arg[x]
+                v[x] = delta[x] - inten_j[x] * ln1p
+        else:
+            for x in range(p):
+                arg[x] = inten_j[x] / mm[x] + np.float32(1e-30)  # normal and positive
+            nbk.log_into(arg, np.empty(p, np.int32))
+            for x in range(p):
+                i = inten_j[x]
+                v[x] = mm[x] - i + i * arg[x]
+        for x in range(p):
+            r = inten_j[x] / mm[x]
+            m0[x] = one - r
+            delta[x] = r / mm[x]
+
     @_parallel
     def ml_line_values(
         coef, g, inten, keep, bg, scale, gaussian, relative, out
@@ -158,9 +204,9 @@ if nbk.AVAILABLE:
             _line_model(coef, j, gg, scale[j], bg, m0, mm, delta, dm, ddm)
             # v: the objective terms; f1, f2: dL/dM and d2L/dM2 (in m0 and delta, reused)
             v = np.zeros(p, np.float32)
-            for x in range(p):
-                i = inten[j, x]
-                if gaussian:
+            if gaussian:
+                for x in range(p):
+                    i = inten[j, x]
                     si = np.sqrt(i)
                     sm = np.sqrt(mm[x])
                     if relative:
@@ -170,18 +216,8 @@ if nbk.AVAILABLE:
                     q = si / sm
                     m0[x] = one - q
                     delta[x] = half * q / mm[x]
-                else:
-                    if relative:
-                        v[x] = delta[x]
-                        if i > 0:
-                            v[x] -= i * np.log1p(delta[x] / m0[x])
-                    else:
-                        v[x] = mm[x] - i
-                        if i > 0:  # most high-angle pixels count nothing: skip the logarithm
-                            v[x] += i * np.log(i / mm[x])
-                    r = i / mm[x]
-                    m0[x] = one - r
-                    delta[x] = r / mm[x]
+            else:
+                _poisson_terms(inten[j], m0, mm, delta, relative, v)
             acc = 0.0
             d1 = 0.0
             d2 = 0.0

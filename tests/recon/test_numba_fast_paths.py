@@ -95,7 +95,7 @@ def test_vectorised_logarithm_is_within_two_ulp():
         ]
     ).astype(np.float32)
     r = x.copy()
-    numba_kernels._log_into(r, np.empty(r.size, np.int32))
+    numba_kernels.log_into(r, np.empty(r.size, np.int32))
     exact = np.log(x.astype(np.float64))
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     assert (np.abs(r - exact) <= 2 * ulp + 1e-12).all()
