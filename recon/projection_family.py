@@ -27,6 +27,10 @@ The object is fitted first and the probe then to the *same* waves with the updat
 (alternating least squares). With several chunks the waves of the probe update are
 re-computed from the object and probe of the start of the iteration, so the result does not
 depend on ``EngineOptions.chunk_bytes``.
+
+The Fourier side of an iteration (exit waves, FFT, the update above, inverse FFT) is one call,
+:func:`recon.kernels.fourier_pass`: frame by frame in cache on the CPU, four stack steps on
+the GPU.
 """
 
 from __future__ import annotations
