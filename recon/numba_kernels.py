@@ -12,6 +12,13 @@ Shapes: ``wave`` (M, K, P) complex64 (frames, modes, flattened pixels) or (M, K,
 ``inten`` (M, P) float32; ``keep`` (P,) float32, 1 on good and 0 on masked pixels;
 ``bg`` (P,) float32; ``scale`` (M,) float32; ``corners`` (M, 2) int64; ``bins`` (M,) int64.
 
+numba's on-disk cache (``cache=True``) checks a kernel against its own file only: after an
+edit of a per-frame helper here (:func:`modulus_frame`, :func:`family_frame`,
+:func:`frame_model`, :func:`log_into`), delete ``recon/__pycache__/*.nbi`` and ``*.nbc``, or
+the kernels of :mod:`recon.numba_fourier`, :mod:`recon.numba_pie` and :mod:`recon.numba_ml`
+that call it keep their compiled copy of the old one. An installed package's files are all
+new, so an upgrade recompiles everything.
+
 ``AVAILABLE`` is False when numba is not importable or ``SPTYCHO_NUMBA=0``; the kernels are
 then not defined. The back-projections (scatters into the object and the probe) are in
 :mod:`recon.numba_backprojection`, the ML engine's loops in :mod:`recon.numba_ml`, the

@@ -141,17 +141,20 @@ if nbk.AVAILABLE:
         ``z = dM / M0`` (``dM = delta``). ``ln(1 + z)`` keeps log1p's relative precision for
         small steps: the series to ``z^8`` where ``|z| < 0.1`` (truncation below 1e-9 of it),
         the logarithm of ``1 + z`` elsewhere. The logarithms are the vectorised ones of
-        :func:`recon.numba_kernels.log_into`, over every pixel (a pixel with ``I = 0`` gets a
-        finite logarithm times 0): no per-pixel branch or libm call.
+        :func:`recon.numba_kernels.log_into`, over every pixel (a pixel with ``I <= 0`` gets a
+        finite logarithm times 0, as the branch of the scalar code left it out): no per-pixel
+        branch or libm call.
         """
         p = v.size
         one = np.float32(1.0)
+        zero = np.float32(0.0)
+        least = np.float32(1.2e-38)  # the smallest normal float32: log_into's domain
         arg = np.empty(p, np.float32)
         if relative:
             z = np.empty(p, np.float32)
             for x in range(p):
                 z[x] = delta[x] / m0[x]
-                arg[x] = one + z[x]  # > 0: mm and m0 are both >= 1e-12
+                arg[x] = max(one + z[x], least)  # M(g) / M(0) > 0, but may round to 0
             nbk.log_into(arg, np.empty(p, np.int32))
             small = np.float32(0.1)
             for x in range(p):
@@ -165,14 +168,14 @@ if nbk.AVAILABLE:
                 s = np.float32(0.5) - t * s
                 s = t * (one - t * s)
                 ln1p = s if abs(t) < small else arg[x]
-                v[x] = delta[x] - inten_j[x] * ln1p
+                v[x] = delta[x] - max(inten_j[x], zero) * ln1p  # I <= 0: no logarithm term
         else:
             for x in range(p):
-                arg[x] = inten_j[x] / mm[x] + np.float32(1e-30)  # normal and positive
+                arg[x] = max(inten_j[x], zero) / mm[x] + np.float32(1e-30)  # normal, positive
             nbk.log_into(arg, np.empty(p, np.int32))
             for x in range(p):
                 i = inten_j[x]
-                v[x] = mm[x] - i + i * arg[x]
+                v[x] = mm[x] - i + max(i, zero) * arg[x]
         for x in range(p):
             r = inten_j[x] / mm[x]
             m0[x] = one - r
