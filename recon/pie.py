@@ -19,6 +19,9 @@ the probe is updated, this module keeps the centred probe's spectrum ``F P`` and
 the shifted probes of the batch's frames, ``F^H (ramp_b F P)``; a probe step made in a frame's
 coordinates goes back to the centred probe with the bin's conjugate ramp (``S_b^H``, as
 :func:`recon.operators.unshift_sum`). The probe modes are orthogonalised once per pass.
+
+With one frame per batch on the CPU (numba and rocket-fft), the whole pass is one compiled
+loop over the frames (:mod:`recon.numba_pie`) that makes the same updates in the same order.
 """
 
 from __future__ import annotations
