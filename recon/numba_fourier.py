@@ -41,8 +41,26 @@ except ImportError:  # pragma: no cover - depends on the environment
 if AVAILABLE:
     import numba as _nb
 
+    _helper = _nb.njit(**nbk.JIT_OPTIONS)
     _parallel = _nb.njit(parallel=True, **nbk.JIT_OPTIONS)
     _prange = _nb.prange
+
+    @_helper
+    def project_frame(w, q, inten_j, keep, bg, s, psi, family, coefs, selected):  # pragma: no cover
+        """``F^-1 P F w`` of one frame's (K, ny, nx) waves ``w``, and its deviance.
+
+        ``P`` is the modulus projection or, with ``family``, the family update of
+        :func:`recon.numba_kernels.family_frame` (iterate ``psi[q]``, ``coefs``). Returns the
+        projected real-space waves (K, ny, nx) complex64 and the deviance of the model
+        ``F w`` when ``selected`` (0 otherwise).
+        """
+        kk, ny, nx = w.shape
+        f = np.fft.fft2(w, norm="ortho").reshape((1, kk, ny * nx))
+        if family:
+            d = nbk.family_frame(f, psi, 0, q, inten_j, keep, bg, s, coefs, selected)
+        else:
+            d = nbk.modulus_frame(f, 0, inten_j, keep, bg, s, selected)
+        return np.fft.ifft2(f.reshape((kk, ny, nx)), norm="ortho"), d
 
     @_parallel
     def fourier_pass(
@@ -57,7 +75,6 @@ if AVAILABLE:
         ``(j0 + j) % every == 0``.
         """
         m, kk, ny, nx = out.shape
-        p = ny * nx
         for j in _prange(m):
             cy = corners[j, 0]
             cx = corners[j, 1]
@@ -70,15 +87,10 @@ if AVAILABLE:
                     wrow = w[k, y]
                     for x in range(nx):
                         wrow[x] = prow[x] * orow[x]
-            f = np.fft.fft2(w, norm="ortho").reshape((1, kk, p))
             selected = (j0 + j) % every == 0
-            if family:
-                d = nbk.family_frame(f, psi, 0, j, inten[j], keep, bg, scale[j], coefs, selected)
-            else:
-                d = nbk.modulus_frame(f, 0, inten[j], keep, bg, scale[j], selected)
+            g, d = project_frame(w, j, inten[j], keep, bg, scale[j], psi, family, coefs, selected)
             if selected:
                 dev[j] = d
-            g = np.fft.ifft2(f.reshape((kk, ny, nx)), norm="ortho")
             for k in range(kk):
                 for y in range(ny):
                     grow = g[k, y]

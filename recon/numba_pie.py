@@ -4,7 +4,7 @@
 sequential algorithm, the default ``EngineOptions.pie_batch``) written as a single numba
 loop over the frames: the frame's shifted probe (from the probe's spectrum while the probe is
 updated), its exit waves, their FFT, the modulus projection with the frame's deviance
-(:func:`recon.numba_kernels.modulus_frame`), the inverse FFT, the rPIE object step on the
+(:func:`recon.numba_fourier.project_frame`), the inverse FFT, the rPIE object step on the
 frame's patch and the probe step back in the centred probe's spectrum. Everything a frame
 touches stays in cache, and no parallel kernel is launched per frame (the stack path pays
 five launches and four FFT calls per frame, which cost more than the work itself on small
@@ -77,6 +77,8 @@ if AVAILABLE:
         psi = np.empty((kk, ny, nx), np.complex64)
         old = np.empty((ny, nx), np.complex64)
         power = np.empty(p, np.float32)
+        no_psi = np.zeros((1, 1, 1), np.complex64)  # the modulus projection needs no iterate
+        no_coefs = np.zeros(4, np.float32)
         for i in range(order.size):
             j = order[i]
             b = bins[j]
@@ -97,12 +99,12 @@ if AVAILABLE:
                 for y in range(ny):
                     for x in range(nx):
                         psi[k, y, x] = pj[k, y, x] * old[y, x]
-            far = np.fft.fft2(psi, norm="ortho").reshape((1, kk, p))
             selected = j % every == 0
-            d = nbk.modulus_frame(far, 0, inten[j], keep, bg, scale[j], selected)
+            diff, d = nbf.project_frame(
+                psi, 0, inten[j], keep, bg, scale[j], no_psi, False, no_coefs, selected
+            )
             if selected:
                 dev[j] = d
-            diff = np.fft.ifft2(far.reshape((kk, ny, nx)), norm="ortho")
             for k in range(kk):
                 for y in range(ny):
                     for x in range(nx):
