@@ -81,7 +81,10 @@ class Shutter(Device):
 
 
 class BeamMonitor(Device):
-    """Incident flux ``i0`` (photons/s, 0 on a beam dump) and storage ring current (mA)."""
+    """Incident flux ``i0`` (photons/s, 0 on a beam dump), the I0 diode's photocurrent
+    ``i0_current`` (A; the flux at the energy now through the diode's efficiency, see
+    ``recon.flux_monitor``) and storage ring current (mA)."""
 
     i0 = Cpt(EpicsSignalRO, "I0", kind="hinted")
+    i0_current = Cpt(EpicsSignalRO, "I0:current", kind="omitted")
     ring_current = Cpt(EpicsSignalRO, "ring:current", kind="normal")

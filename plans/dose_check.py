@@ -9,9 +9,10 @@ most dosed point would exceed the budget::
     refused: point (0.5, -0.25) um of sample 'BN-1' would reach 3.2e+07 Gy
     (budget 2e+07 Gy; 1.1e+07 Gy already received)
 
-The incident flux is the one given (``flux_ph_s``) or, when none is, the beam monitor's I0
-read now: the monitor reads photons per second in the focused beam (the simulator's
-``PI0`` is ``sim:flux`` scaled by the ring current), so no detector efficiency enters.
+The incident flux is the one given (``flux_ph_s``) or, when none is, the I0 diode's
+photocurrent read now, turned into photons per second with the diode's efficiency at the
+energy the monochromator has now (:class:`recon.flux_monitor.DiodeMonitor`): the same
+current is 3.9 times fewer photons at 706 eV than at 192 eV.
 Every ptychogram of a scan visits the same stage positions; the dose of one visit is the
 single-exposure dose (:func:`recon.dose.single_exposure_dose_gray`) summed over the
 ptychograms, each at its energy.
@@ -27,6 +28,9 @@ from plans.guards import signal_value
 from plans.parameters import ScanParams, StackParams
 from recon.dose import single_exposure_dose_gray
 from recon.dose_map import DoseMap, default_pixel_m, empty_map, planned_peak
+from recon.flux_monitor import DiodeMonitor
+
+I0_DIODE = DiodeMonitor()  # the beamline's I0 monitor (the simulated IOC's PI0:current)
 
 
 class DoseRefused(ValueError):
@@ -40,24 +44,43 @@ class DoseReader(Protocol):
         """The sample's accumulated dose map, None when it has none yet."""
 
 
-def incident_flux(params: ScanParams, monitor: Any) -> tuple[float, str]:
-    """(photons/s, where from): ``params.flux_ph_s`` if given, else the monitor's I0 now.
+def incident_flux(
+    params: ScanParams, beamline: Any, diode: DiodeMonitor = I0_DIODE
+) -> tuple[float, str]:
+    """(photons/s, where from): ``params.flux_ph_s`` if given, else the I0 diode's flux now.
+
+    Parameters
+    ----------
+    params : the scan; its ``flux_ph_s`` wins when given
+    beamline : the devices: ``monitor.i0_current`` (A) and ``optics.mono.readback`` (eV)
+    diode : the I0 diode that turns the photocurrent into photons at that energy
 
     Raises
     ------
     DoseRefused
-        When no flux is given and I0 cannot be read or reads no beam.
+        When no flux is given and the diode or the energy cannot be read, or the diode
+        sees no beam.
     """
     if params.flux_ph_s is not None:
         return float(params.flux_ph_s), "given"
-    i0 = signal_value(monitor.i0) if monitor is not None else None
-    if i0 is None or not i0 > 0:
-        seen = "cannot be read" if i0 is None else f"reads {i0:.3g} ph/s"
+    monitor = getattr(beamline, "monitor", None)
+    optics = getattr(beamline, "optics", None)
+    current = signal_value(monitor.i0_current) if monitor is not None else None
+    energy = signal_value(optics.mono.readback) if optics is not None else None
+    if current is None or energy is None or not current > 0:
+        if current is None or energy is None:
+            seen = "cannot be read" if current is None else "has no energy to read it at"
+        else:
+            seen = f"reads {current:.3g} A"
         raise DoseRefused(
             f"refused: the dose budget needs the incident flux and I0 {seen}: "
             "give the flux (flux_ph_s, --flux) or wait for the beam"
         )
-    return float(i0), "I0"
+    try:
+        flux = diode.flux_ph_s(current, energy)
+    except ValueError as err:
+        raise DoseRefused(f"refused: the I0 diode cannot be read at {energy:g} eV: {err}") from None
+    return flux, f"I0 diode at {energy:.1f} eV"
 
 
 def coarse_offset_um(beamline: Any) -> tuple[float, float]:
@@ -103,7 +126,8 @@ def check_scan_dose(
     Parameters
     ----------
     params : the scan (every ptychogram at its energy and polarization)
-    beamline : the devices (``monitor`` for I0, ``sample`` for the coarse stage)
+    beamline : the devices (``monitor`` and ``optics`` for the I0 diode's flux at the
+        energy now, ``sample`` for the coarse stage)
     ledger : the dose ledger; None counts the sample as fresh
 
     Returns
@@ -120,7 +144,7 @@ def check_scan_dose(
     budget = params.dose_budget_gray
     if budget is None:
         return None
-    flux, source = incident_flux(params, getattr(beamline, "monitor", None))
+    flux, source = incident_flux(params, beamline)
     coarse = coarse_offset_um(beamline)
     received = None
     if ledger is not None and params.sample:

@@ -13,6 +13,8 @@ PVs (``P`` is the prefix, e.g. ``SIM:``):
                                ``pol_time`` (s a change takes), ``gap_RBV`` (mm)
 ``Pshutter:control``           Close/Open; ``shutter:status_RBV`` Closed/Open
 ``PI0``, ``Pring:current``     incident flux monitor (ph/s) and ring current (mA)
+``PI0:current``                the I0 diode's photocurrent (A) at the energy now
+                               (:mod:`recon.flux_monitor`)
 ``Psim:flux``                  flux of the focused beam at 400 mA (ph/s), a simulator knob
 ``Pfault:motor_stall``         "" none, "all", or a motor (``zp:z``, ``sample:cx``, ``mono``)
 ``Pfault:camera_timeout``      N: the camera hangs on the next N frames (until Acquire = 0)

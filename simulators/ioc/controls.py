@@ -3,8 +3,8 @@
 PVs (``P`` is the prefix; see :mod:`simulators.ioc.beamline` for the whole IOC):
 ``Pmono:energy`` (+ ``_RBV``, ``done``, ``stop``, ``velocity``), ``Pund:polarization``
 (+ ``_RBV``, ``pol_done``, ``pol_time``, ``gap_RBV``), ``Pshutter:control`` /
-``status_RBV`` / ``time``, ``PI0``, ``Pring:current``, ``Psim:flux``, ``Psim:ready`` and the
-fault injection PVs ``Pfault:*``.
+``status_RBV`` / ``time``, ``PI0``, ``PI0:current``, ``Pring:current``, ``Psim:flux``,
+``Psim:ready`` and the fault injection PVs ``Pfault:*``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from typing import Any
 from caproto import ChannelType
 from caproto.server import PVGroup
 
+from recon.flux_monitor import DiodeMonitor
 from simulators.ioc.aio import cancel, follow, restart
 from simulators.ioc.pvs import enum_pv, number_pv, readback_pair
 from simulators.polarization import POLARIZATIONS
 
 NOMINAL_RING_MA = 400.0
+DIODE = DiodeMonitor()  # the I0 monitor behind ``PI0:current`` (recon.flux_monitor)
 
 
 def undulator_gap_mm(energy_ev: float, polarization: str) -> float:
@@ -53,6 +55,7 @@ class BeamlineControls(PVGroup):
     )
     shutter_time = number_pv("shutter:time", 0.05, precision=3)
     i0 = number_pv("I0", 0.0, precision=4, read_only=True)
+    i0_current = number_pv("I0:current", 0.0, precision=6, read_only=True)
     ring_current = number_pv("ring:current", NOMINAL_RING_MA, precision=3, read_only=True)
     flux = number_pv("sim:flux", 1e8, precision=4)
     motor_stall = number_pv("fault:motor_stall", "", dtype=ChannelType.STRING)
@@ -169,16 +172,21 @@ class BeamlineControls(PVGroup):
         """Photons per second in the focused beam now."""
         return float(self.flux.value) * self.ring_ma() / NOMINAL_RING_MA
 
+    async def _publish_beam(self) -> None:
+        """Ring current, I0 (ph/s) and the I0 diode's photocurrent (A) at the energy now."""
+        flux = self.beam_flux()
+        await self.ring_current.write(self.ring_ma())
+        await self.i0.write(flux)
+        await self.i0_current.write(DIODE.current_a(flux, self.energy_position))
+
     @i0.scan(period=0.1)
     async def i0(self, instance, async_lib) -> None:  # noqa: F811
-        await self.ring_current.write(self.ring_ma())
-        await instance.write(self.beam_flux())
+        await self._publish_beam()
 
     @beam_dump.putter
     async def beam_dump(self, instance, value: int) -> int:  # noqa: F811
         await instance.write(int(value), verify_value=False)
-        await self.ring_current.write(self.ring_ma())
-        await self.i0.write(self.beam_flux())
+        await self._publish_beam()
         return int(value)
 
     async def consume_drop(self) -> None:

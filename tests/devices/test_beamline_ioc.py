@@ -161,6 +161,39 @@ def test_shutter_and_beam_monitor(beamline):
     assert beamline.monitor.ring_current.get() == pytest.approx(400.0, abs=0.5)
 
 
+def test_the_i0_diode_gives_the_flux_at_the_energy_now(beamline, ioc):
+    from types import SimpleNamespace
+
+    from plans.dose_check import I0_DIODE, DoseRefused, incident_flux
+
+    monitor, mono = beamline.monitor, beamline.optics.mono
+    not_given = SimpleNamespace(flux_ph_s=None)
+    mono.velocity.put(2000.0, wait=True)
+    currents = {}
+    try:
+        for energy in (192.0, 706.0):
+            mono.set(energy).wait(20)
+            # the IOC publishes the beam every 0.1 s: wait for the current at this energy
+            want = I0_DIODE.current_a(monitor.i0.get(), energy)
+            wait_until(lambda w=want: monitor.i0_current.get() == pytest.approx(w, rel=2e-3))
+            flux, source = incident_flux(not_given, beamline)
+            assert source == f"I0 diode at {energy:.1f} eV"
+            assert flux == pytest.approx(1e8, rel=3e-3)  # the simulator's flux, any energy
+            currents[energy] = monitor.i0_current.get()
+        # the same flux gives 3.9x the current at 706 eV; read at the wrong energy, the
+        # current would be taken for 3.9x the photons
+        assert currents[706.0] / currents[192.0] == pytest.approx(3.86, rel=0.02)
+        assert I0_DIODE.flux_ph_s(currents[706.0], 192.0) > 3.5e8
+        caput(ioc, "fault:beam_dump", 1)
+        wait_until(lambda: monitor.i0_current.get() == 0.0)
+        with pytest.raises(DoseRefused, match="I0 reads 0 A: give the flux"):
+            incident_flux(not_given, beamline)
+    finally:
+        caput(ioc, "fault:beam_dump", 0)
+        mono.set(192.0).wait(20)
+    assert incident_flux(SimpleNamespace(flux_ph_s=2e7), beamline) == (2e7, "given")
+
+
 # -- camera ---------------------------------------------------------------------------------
 def test_dark_frames_with_the_shutter_closed(closed):
     camera = closed.camera

@@ -109,7 +109,12 @@ def test_two_overlapping_scans_add_up_in_the_ledger(two_scans, tiled):
     dose, md = map_from_node(client[LEDGER_KEY][SAMPLE])
     assert md["units"] == "Gy" and md["runs"][:2] == [uid_a, uid_b]
     assert client[uid_a].metadata["start"]["sample"] == SAMPLE
-    assert client[uid_b].metadata["start"]["dose_check"]["flux_source"] == "I0"
+    check = client[uid_b].metadata["start"]["dose_check"]
+    assert check["flux_source"] == "I0 diode at 192.0 eV"
+    # the diode's current read at the plan's start, at the energy then, is the flux that the
+    # frames recorded (I0 in ph/s)
+    recorded = np.asarray(client[uid_b]["primary"].read()["beam_i0"])
+    assert check["flux_ph_s"] == pytest.approx(float(np.mean(recorded)), rel=3e-3)
     pos_a, single_a = _exposures(client, uid_a)
     pos_b, single_b = _exposures(client, uid_b)
     assert len(pos_a) == len(pos_b) == 36
