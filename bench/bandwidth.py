@@ -52,7 +52,9 @@ On the CPU with ``rocket-fft`` (``numpy.fft`` inside numba) AP, DM and RAAR run 
 waves, FFT, projection and inverse FFT frame by frame while the frame is in cache
 (``recon/numba_fourier.py``): that is one pass, ``0 + 1`` S and 1 F for AP (the projected
 waves written) and ``1 + 2`` S for DM/RAAR (``psi`` read and written too), before the
-back-projections.
+back-projections. ML does the same with its gradient (``psi0`` and the gradient waves
+written: ``0 + 2`` S) and its line coefficients (``psi0`` read, the 5 coefficient stacks
+written: ``1 + 0`` S and 5 F; ``recon/numba_ml_fourier.py``).
 
 With several chunks (stack above ``EngineOptions.chunk_bytes``) the probe update of AP makes
 its waves again (exit waves, FFT, projection, inverse FFT: ``4 + 4`` S and 1 F more), that
@@ -127,6 +129,28 @@ _ML_LINE_OBJECT = (
     ("line: objective at 0", 0, 0, 4),
     ("line: objective at the trial step", 0, 0, 4),
 )
+#: ML with its Fourier side frame by frame in cache (``recon/numba_ml_fourier.py``): the
+#: gradient pass writes psi0 and the gradient waves, the line pass reads psi0 and writes the
+#: coefficients (5 with the probe updated, 3 without); the objective passes as above.
+_ML_FUSED = (
+    ("gradient pass in cache (psi0 and gradient waves written)", 0, 2, 1),
+    ("object back-projection", 1, 0, 0),
+)
+_ML_LINE_FUSED = (
+    ("line pass in cache (psi0 read, 5 coefficient stacks written)", 1, 0, 5),
+    *_ML_LINE[-2:],
+)
+_ML_LINE_OBJECT_FUSED = (
+    ("line pass in cache (psi0 read, 3 coefficient stacks written)", 1, 0, 3),
+    *_ML_LINE_OBJECT[-2:],
+)
+#: Chunked, in cache: the gradient waves overwrite psi0, the line pass makes psi0 itself and
+#: runs again for the trial step instead of the coefficients being kept.
+_ML_CHUNKED_FUSED = (
+    ("gradient waves over psi0 (not kept)", 0, -1, 0),
+    ("line pass makes psi0 itself", -1, 0, 0),
+    ("trial: line pass again", 0, 0, 5),
+)
 _PIE = (
     ("exit waves", 0, 1, 0),
     ("FFT (to a new array)", 1, 1, 0),
@@ -191,8 +215,8 @@ def iteration_traffic(
     update_probe : whether the iteration updates the probe
     fused_deviance : the deviance is summed in the modulus projection's pass (the numba
         kernels; not for ML, whose gradient pass leaves it out)
-    fused_fourier : AP, DM and RAAR run their Fourier side frame by frame in cache
-        (``recon/numba_fourier.py``): one pass instead of four
+    fused_fourier : AP, DM, RAAR (``recon/numba_fourier.py``) and ML
+        (``recon/numba_ml_fourier.py``) run their Fourier side frame by frame in cache
 
     Returns
     -------
@@ -202,14 +226,19 @@ def iteration_traffic(
     """
     name = name.upper()
     fused = fused_fourier and name in _FUSED
-    passes = list(_FUSED[name] if fused else PASSES[name])
-    if name == "ML":
+    ml_fused = fused_fourier and name == "ML"
+    passes = list(_FUSED[name] if fused else _ML_FUSED if ml_fused else PASSES[name])
+    if name == "ML" and ml_fused:
+        passes.extend(_ML_LINE_FUSED if update_probe else _ML_LINE_OBJECT_FUSED)
+    elif name == "ML":
         passes.extend(_ML_LINE if update_probe else _ML_LINE_OBJECT)
     if update_probe and name in ("AP", "DM", "RAAR", "ML"):
         passes.append(_PROBE)
     if update_probe and name in ("EPIE", "RPIE"):
         passes.extend(_PIE_PROBE)
-    if n_chunks > 1 and (update_probe or name == "ML"):
+    if n_chunks > 1 and ml_fused:
+        passes.extend(_ML_CHUNKED_FUSED)
+    elif n_chunks > 1 and (update_probe or name == "ML"):
         passes.extend(_FUSED[name][:1] if fused and name == "AP" else _CHUNKED.get(name, ()))
     if name == "ML" or not fused_deviance:
         frac = 1.0 / max(1, deviance_every)

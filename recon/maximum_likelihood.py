@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recon import kernels
-from recon.backend import fft2c, ifft2c
-from recon.ml_kernels import is_gaussian, ml_gradient
+from recon.ml_kernels import is_gaussian, ml_gradient_pass
 from recon.ml_line_search import SearchLine, forward_differences, line_minimum, real_dot
 from recon.operators import unshift_sum
 from recon.probe_modes import orthogonalize_modes
@@ -162,19 +161,18 @@ def _gradient(engine: Engine, probes: Any, update_probe: bool, gaussian: bool) -
     f0 = None
     for sl, geom in engine.chunks:
         m = sl.stop - sl.start
-        w = engine.buffer(m, 0)
-        kernels.exit_waves(engine.obj, probes, geom, w)
-        f0 = fft2c(w, overwrite=True)
-        grad = engine.buffer(m, 1) if one_chunk else f0  # keep f0 for the line search
-        deviance += ml_gradient(
-            f0,
+        dev, f0, grad = ml_gradient_pass(
+            engine.obj,
+            probes,
+            geom,
+            engine.buffer(m, 0),
+            engine.buffer(m, 1) if one_chunk else None,  # keep f0 for the line search
             *engine.frame_data(sl),
             "gaussian" if gaussian else "poisson",
             engine.deviance_every if gaussian else 0,
             sl.start,
-            out=grad,
         )
-        grad = ifft2c(grad, overwrite=True)
+        deviance += dev
         kernels.backproject_object(grad, probes, geom, g_o)
         if update_probe:
             kernels.backproject_probe(grad, engine.obj, geom, g_pb, den_p)

@@ -26,15 +26,19 @@ from typing import Any
 import numpy as np
 
 from recon import numba_ml as nbm
-from recon.backend import get_xp
+from recon import numba_ml_fourier as nbmf
+from recon.backend import fft2c, get_xp, ifft2c
 from recon.kernels import (
     TINY,
     _flat,
     _model_and_deviance,
     _numba_args,
     _numba_deviance,
+    exit_waves,
+    fourier_in_cache,
     numba_enabled,
 )
+from recon.patch_geometry import PatchGeometry
 
 #: Likelihoods of the maximum-likelihood engine (:attr:`EngineOptions.noise_model`).
 NOISE_MODELS = ("poisson", "gaussian")
@@ -112,6 +116,89 @@ def ml_gradient(
     w = xp.where(good, scale[:, None, None] * factor, 0).astype(np.float32)
     xp.multiply(wave, w[:, None], out=out)
     return dev
+
+
+def ml_gradient_pass(
+    obj: Any,
+    probes: Any,
+    geom: PatchGeometry,
+    f0: Any,
+    grad: Any,
+    inten: Any,
+    good: Any,
+    bg: Any,
+    scale: Any,
+    noise_model: str = "poisson",
+    deviance_every: int = 1,
+    j0: int = 0,
+) -> tuple[float, Any, Any]:
+    """The Fourier side of the ML gradient: exit waves, FFT, :func:`ml_gradient`, inverse FFT.
+
+    On NumPy with numba and rocket-fft each frame goes through the steps in cache
+    (:func:`recon.numba_ml_fourier.gradient_pass`); otherwise they run one after the other
+    over the stack.
+
+    Parameters
+    ----------
+    obj, probes, geom : as in :func:`recon.kernels.exit_waves`
+    f0 : (M, K, n, n) complex64 buffer for the Fourier exit waves (C-contiguous)
+    grad : (M, K, n, n) complex64 buffer for the gradient waves, or None to reuse ``f0``
+    inten, good, bg, scale, noise_model, deviance_every, j0 : as in :func:`ml_gradient`
+
+    Returns
+    -------
+    deviance : as :func:`ml_gradient` returns it
+    f0 : the Fourier exit waves (``f0`` or, on the stack path, the FFT's result); when
+        ``grad`` is None they are overwritten by the gradient waves
+    grad : (M, K, n, n) complex64 real-space gradient waves ``F^-1 scale dL/dM F(psi)``
+    """
+    out = f0 if grad is None else grad
+    if fourier_in_cache(get_xp(out)):
+        _, inten2, keep, b = _numba_args(out, inten, good, bg)
+        dev = np.zeros(out.shape[0], np.float64)
+        gaussian = is_gaussian(noise_model)
+        nbmf.gradient_pass(
+            obj, probes, geom.bins, geom.corners, inten2, keep, b, scale, gaussian, f0, out,
+            dev, deviance_every, j0,
+        )  # fmt: skip
+        return float(dev.sum()), f0, out
+    exit_waves(obj, probes, geom, f0)
+    f0 = fft2c(f0, overwrite=True)
+    out = f0 if grad is None else grad
+    dev = ml_gradient(f0, inten, good, bg, scale, noise_model, deviance_every, j0, out=out)
+    return dev, f0, ifft2c(out, overwrite=True)
+
+
+def ml_coefficients_pass(
+    obj: Any, d_o: Any, probes: Any, d_probes: Any, geom: PatchGeometry, f0: Any = None
+) -> Any:
+    """Coefficients of the model power along ``(P + g dP)(O + g dO)``, frame by frame in
+    cache (:func:`recon.numba_ml_fourier.coefficients_pass`; NumPy with numba and rocket-fft
+    only: :func:`recon.kernels.fourier_in_cache`).
+
+    Parameters
+    ----------
+    obj, d_o : (H, W) complex64 object and its direction
+    probes, d_probes : (B, K, n, n) complex64 shifted probe modes and their direction (None:
+        the probe is fixed)
+    geom : patch geometry of the M frames
+    f0 : (M, K, n, n) complex64 Fourier exit waves ``F(P O)`` of the frames, or None to
+        compute them
+
+    Returns
+    -------
+    (T, M, n, n) float32, T = 5 (3 when ``d_probes`` is None): as
+    :func:`ml_line_coefficients` of ``F(P O)``, ``F(P dO + dP O)`` and ``F(dP dO)``
+    """
+    m = geom.corners.shape[0]
+    n_y, n_x = probes.shape[2:]
+    with_probe = d_probes is not None
+    coef = np.empty((5 if with_probe else 3, m, n_y, n_x), np.float32)
+    nbmf.coefficients_pass(
+        obj, d_o, probes, d_probes if with_probe else probes, with_probe, geom.bins,
+        geom.corners, probes if f0 is None else f0, f0 is not None, coef.reshape(len(coef), m, -1),
+    )  # fmt: skip
+    return coef
 
 
 def ml_line_coefficients(f0: Any, f1: Any = None, f2: Any = None, out: Any = None) -> Any:

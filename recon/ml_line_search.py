@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from recon import kernels
 from recon.backend import fft2c, to_numpy
-from recon.ml_kernels import ml_line_coefficients, ml_line_frames
+from recon.kernels import fourier_in_cache
+from recon.ml_kernels import ml_coefficients_pass, ml_line_coefficients, ml_line_frames
 
 if TYPE_CHECKING:  # pragma: no cover
     from recon.algorithms import Engine
@@ -181,6 +182,8 @@ class SearchLine:
         """(T, m, n, n) float32 coefficients of the model along the line, frames ``sl``."""
         e = self.engine
         m = sl.stop - sl.start
+        if fourier_in_cache(e.xp):  # frame by frame in cache
+            return ml_coefficients_pass(e.obj, self.d_o, self.probes, self.d_probes, geom, self.f0)
         if self.f0 is not None:
             f0 = self.f0
         else:

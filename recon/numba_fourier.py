@@ -80,13 +80,7 @@ if AVAILABLE:
             cx = corners[j, 1]
             b = bins[j]
             w = np.empty((kk, ny, nx), np.complex64)
-            for k in range(kk):
-                for y in range(ny):
-                    orow = obj[cy + y, cx : cx + nx]
-                    prow = probes[b, k, y]
-                    wrow = w[k, y]
-                    for x in range(nx):
-                        wrow[x] = prow[x] * orow[x]
+            nbk.exit_frame(obj, probes, b, cy, cx, w, False)
             selected = (j0 + j) % every == 0
             g, d = project_frame(w, j, inten[j], keep, bg, scale[j], psi, family, coefs, selected)
             if selected:

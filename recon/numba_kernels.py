@@ -13,10 +13,11 @@ Shapes: ``wave`` (M, K, P) complex64 (frames, modes, flattened pixels) or (M, K,
 ``bg`` (P,) float32; ``scale`` (M,) float32; ``corners`` (M, 2) int64; ``bins`` (M,) int64.
 
 numba's on-disk cache (``cache=True``) checks a kernel against its own file only: after an
-edit of a per-frame helper here (:func:`modulus_frame`, :func:`family_frame`,
-:func:`frame_model`, :func:`log_into`), delete ``recon/__pycache__/*.nbi`` and ``*.nbc``, or
-the kernels of :mod:`recon.numba_fourier`, :mod:`recon.numba_pie` and :mod:`recon.numba_ml`
-that call it keep their compiled copy of the old one. An installed package's files are all
+edit of a per-frame helper here (:func:`exit_frame`, :func:`modulus_frame`,
+:func:`family_frame`, :func:`frame_model`, :func:`frame_deviance`, :func:`log_into`), delete
+``recon/__pycache__/*.nbi`` and ``*.nbc``, or the kernels of :mod:`recon.numba_fourier`,
+:mod:`recon.numba_pie`, :mod:`recon.numba_ml` and :mod:`recon.numba_ml_fourier` that call it
+keep their compiled copy of the old one. An installed package's files are all
 new, so an upgrade recompiles everything.
 
 ``AVAILABLE`` is False when numba is not importable or ``SPTYCHO_NUMBA=0``; the kernels are
@@ -135,7 +136,7 @@ if AVAILABLE:
             r[x] = t + y + np.float32(0.693359375) * k
 
     @_helper
-    def _frame_deviance(inten_j, keep, mm):  # pragma: no cover
+    def frame_deviance(inten_j, keep, mm):  # pragma: no cover
         """Poisson deviance ``2 sum keep (I ln(I / M) - (I - M))`` of one frame (M: mm)."""
         r = np.empty(mm.size, np.float32)
         for x in range(mm.size):
@@ -180,7 +181,7 @@ if AVAILABLE:
             return 0.0
         f = np.empty(p, np.float32)
         frame_model(wave, j, bg, s, f)
-        d = _frame_deviance(inten_j, keep, f) if selected else 0.0
+        d = frame_deviance(inten_j, keep, f) if selected else 0.0
         _modulus_factor(inten_j, keep, f)
         _scale_modes(wave, j, f)
         return d
@@ -203,7 +204,7 @@ if AVAILABLE:
         d = 0.0
         if selected:
             frame_model(wave, j, bg, s, f)
-            d = _frame_deviance(inten_j, keep, f)
+            d = frame_deviance(inten_j, keep, f)
         for x in range(p):
             f[x] = np.float32(0.0)
         for k in range(kk):
@@ -225,25 +226,28 @@ if AVAILABLE:
                 wrow[x] = v
         return d
 
+    @_helper
+    def exit_frame(obj, probes, b, cy, cx, w, accumulate):  # pragma: no cover
+        """w[k] (+)= probes[b, k] * obj[cy:cy + ny, cx:cx + nx]: one frame's (K, ny, nx)
+        exit waves."""
+        kk, ny, nx = w.shape
+        for k in range(kk):
+            for y in range(ny):
+                orow = obj[cy + y, cx : cx + nx]
+                prow = probes[b, k, y]
+                wrow = w[k, y]
+                if accumulate:
+                    for x in range(nx):
+                        wrow[x] += prow[x] * orow[x]
+                else:
+                    for x in range(nx):
+                        wrow[x] = prow[x] * orow[x]
+
     # ---------------------------------------------------------------- parallel kernels
     @_parallel
     def exit_waves(obj, probes, bins, corners, out, accumulate):  # pragma: no cover
-        m, kk, ny, nx = out.shape
-        for j in _prange(m):
-            cy = corners[j, 0]
-            cx = corners[j, 1]
-            b = bins[j]
-            for k in range(kk):
-                for y in range(ny):
-                    orow = obj[cy + y, cx : cx + nx]
-                    prow = probes[b, k, y]
-                    wrow = out[j, k, y]
-                    if accumulate:
-                        for x in range(nx):
-                            wrow[x] += prow[x] * orow[x]
-                    else:
-                        for x in range(nx):
-                            wrow[x] = prow[x] * orow[x]
+        for j in _prange(out.shape[0]):
+            exit_frame(obj, probes, bins[j], corners[j, 0], corners[j, 1], out[j], accumulate)
 
     @_parallel
     def deviance_rows(wave, inten, keep, bg, scale, dev, every, j0):  # pragma: no cover
@@ -257,7 +261,7 @@ if AVAILABLE:
                 continue
             mm = np.empty(p, np.float32)
             frame_model(wave, j, bg, scale[j], mm)
-            dev[j] = _frame_deviance(inten[j], keep, mm)
+            dev[j] = frame_deviance(inten[j], keep, mm)
 
     @_parallel
     def add_ratio(wave, inten, keep, bg, scale, ratio):  # pragma: no cover

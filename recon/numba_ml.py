@@ -20,32 +20,80 @@ if nbk.AVAILABLE:
     _parallel = _nb.njit(parallel=True, **nbk.JIT_OPTIONS)
     _prange = _nb.prange
 
-    @_parallel
-    def ml_weight(wave, inten, keep, bg, scale, gaussian, out):  # pragma: no cover
-        """out = keep scale dL/dM wave: Fourier factor of the ML gradient (out may be wave).
+    @_helper
+    def weight_frame(wave, j, inten_j, keep, s, gaussian, f, out):  # pragma: no cover
+        """out[j] = keep s dL/dM wave[j] for one frame; ``f`` holds its model photons M
+        (:func:`recon.numba_kernels.frame_model`) and is overwritten (out may be wave).
 
         ``dL/dM`` is ``1 - I / M`` (Poisson) or ``1 - sqrt(I / M)`` (``gaussian``: amplitude
         least squares).
         """
-        m, kk, p = wave.shape
         one = np.float32(1.0)
+        if gaussian:
+            for x in range(f.size):
+                f[x] = keep[x] * s * (one - np.sqrt(inten_j[x] / f[x]))
+        else:
+            for x in range(f.size):
+                f[x] = keep[x] * s * (one - inten_j[x] / f[x])
+        for k in range(wave.shape[1]):
+            wrow = wave[j, k]
+            orow = out[j, k]
+            for x in range(f.size):
+                orow[x] = f[x] * wrow[x]
+
+    @_parallel
+    def ml_weight(wave, inten, keep, bg, scale, gaussian, out):  # pragma: no cover
+        """out = keep scale dL/dM wave: Fourier factor of the ML gradient (out may be wave)."""
+        m, kk, p = wave.shape
         for j in _prange(m):
             f = np.empty(p, np.float32)
-            s = scale[j]
-            nbk.frame_model(wave, j, bg, s, f)
-            if gaussian:
-                for x in range(p):
-                    f[x] = keep[x] * s * (one - np.sqrt(inten[j, x] / f[x]))
-            else:
-                for x in range(p):
-                    f[x] = keep[x] * s * (one - inten[j, x] / f[x])
-            for k in range(kk):
-                wrow = wave[j, k]
-                orow = out[j, k]
-                for x in range(p):
-                    orow[x] = f[x] * wrow[x]
+            nbk.frame_model(wave, j, bg, scale[j], f)
+            weight_frame(wave, j, inten[j], keep, scale[j], gaussian, f, out)
 
     # ---------------------------------------------------------------- ML line search
+    @_helper
+    def coefficients_frame(a, b, c, coef, j):  # pragma: no cover
+        """coef[:, j]: coefficients of g^t of sum_k |a + g b + g^2 c|^2 for one frame.
+
+        ``a``, ``b``, ``c`` are the frame's (K, P) complex64 waves; ``coef`` (T, M, P)
+        float32 with T = 1 (a only), 3 (a, b) or 5 (all three); the waves a smaller T leaves
+        out are not read.
+        """
+        nc = coef.shape[0]
+        kk, p = a.shape
+        two = np.float32(2.0)
+        for t in range(nc):
+            for x in range(p):
+                coef[t, j, x] = np.float32(0.0)
+        c0 = coef[0, j]
+        for k in range(kk):
+            arow = a[k]
+            if nc == 1:
+                for x in range(p):
+                    v = arow[x]
+                    c0[x] += v.real * v.real + v.imag * v.imag
+                continue
+            brow = b[k]
+            c1 = coef[1, j]
+            c2 = coef[2, j]
+            for x in range(p):
+                u = arow[x]
+                v = brow[x]
+                c0[x] += u.real * u.real + u.imag * u.imag
+                c1[x] += two * (u.real * v.real + u.imag * v.imag)
+                c2[x] += v.real * v.real + v.imag * v.imag
+            if nc == 5:
+                crow = c[k]
+                c3 = coef[3, j]
+                c4 = coef[4, j]
+                for x in range(p):
+                    u = arow[x]
+                    v = brow[x]
+                    w = crow[x]
+                    c2[x] += two * (u.real * w.real + u.imag * w.imag)
+                    c3[x] += two * (v.real * w.real + v.imag * w.imag)
+                    c4[x] += w.real * w.real + w.imag * w.imag
+
     @_parallel
     def ml_line_coefficients(f0, f1, f2, coef):  # pragma: no cover
         """coef[t, j, x]: coefficient of g^t of sum_k |f0 + g f1 + g^2 f2|^2 at (j, x).
@@ -53,41 +101,8 @@ if nbk.AVAILABLE:
         ``coef`` is (T, M, P) float32 with T = 1 (f0 only), 3 (f0, f1) or 5 (all three);
         the waves a smaller T leaves out are not read (pass any array).
         """
-        nc = coef.shape[0]
-        m, kk, p = f0.shape
-        two = np.float32(2.0)
-        for j in _prange(m):
-            for t in range(nc):
-                for x in range(p):
-                    coef[t, j, x] = np.float32(0.0)
-            c0 = coef[0, j]
-            for k in range(kk):
-                arow = f0[j, k]
-                if nc == 1:
-                    for x in range(p):
-                        a = arow[x]
-                        c0[x] += a.real * a.real + a.imag * a.imag
-                    continue
-                brow = f1[j, k]
-                c1 = coef[1, j]
-                c2 = coef[2, j]
-                for x in range(p):
-                    a = arow[x]
-                    b = brow[x]
-                    c0[x] += a.real * a.real + a.imag * a.imag
-                    c1[x] += two * (a.real * b.real + a.imag * b.imag)
-                    c2[x] += b.real * b.real + b.imag * b.imag
-                if nc == 5:
-                    crow = f2[j, k]
-                    c3 = coef[3, j]
-                    c4 = coef[4, j]
-                    for x in range(p):
-                        a = arow[x]
-                        b = brow[x]
-                        c = crow[x]
-                        c2[x] += two * (a.real * c.real + a.imag * c.imag)
-                        c3[x] += two * (b.real * c.real + b.imag * c.imag)
-                        c4[x] += c.real * c.real + c.imag * c.imag
+        for j in _prange(f0.shape[0]):
+            coefficients_frame(f0[j], f1[j], f2[j], coef, j)
 
     @_helper
     def _line_model(coef, j, g, s, bg, m0, mm, delta, dm, ddm):  # pragma: no cover

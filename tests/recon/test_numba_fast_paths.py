@@ -176,3 +176,77 @@ def test_fourier_pass_frame_by_frame_matches_the_stack_steps(monkeypatch, name, 
         assert not np.allclose(psi2, psi0)  # the iterate was updated
         np.testing.assert_allclose(psi1, psi2, rtol=1e-4, atol=1e-5 * np.abs(psi2).max())
     assert dev1 == pytest.approx(dev2, rel=1e-5)
+
+
+def _line_case(rng, n_modes, n=16, shape=(40, 44), m=23):
+    pos = rng.uniform(0, [shape[0] - n - 1, shape[1] - n - 1], (m, 2))
+    op = PtychoOperator(pos, (n, n), shape, subpixel=4)
+    obj, d_o = _c(rng, *shape), np.float32(0.1) * _c(rng, *shape)
+    probes = shift_probes(_c(rng, n_modes, n, n), op.shifts)
+    d_probes = shift_probes(np.float32(0.1) * _c(rng, n_modes, n, n), op.shifts)
+    return op, obj, d_o, probes, d_probes
+
+
+@pytest.mark.skipif(not kernels.nbf.AVAILABLE, reason="rocket-fft not installed")
+@pytest.mark.parametrize(
+    ("noise_model", "n_modes"), [("poisson", 1), ("poisson", 2), ("gaussian", 2)]
+)
+@pytest.mark.parametrize("keep_f0", [True, False])
+def test_ml_gradient_pass_in_cache_matches_the_stack_steps(
+    monkeypatch, noise_model, n_modes, keep_f0
+):
+    """Exit waves, FFT, the gradient's Fourier factor (with the deviance of every third
+    frame) and the inverse FFT per frame in cache give the stack steps' Fourier waves,
+    gradient waves and deviance: sub-pixel bins, a mask, background and scales; the
+    gradient in its own buffer (one chunk) or over the Fourier waves (several chunks)."""
+    from recon.ml_kernels import ml_gradient_pass
+
+    rng = np.random.default_rng(11 + n_modes)
+    op, obj, _, probes, _ = _line_case(rng, n_modes)
+    m, n = op.n_frames, 16
+    _, inten, good, bg, scale, _ = _frames(rng, m, n_modes, n)
+    out = []
+    for fused in (True, False):
+        monkeypatch.setattr(kernels, "_HAS_FUSED_FFT", fused)
+        f0 = np.empty((m, n_modes, n, n), np.complex64)
+        grad = np.empty_like(f0) if keep_f0 else None
+        dev, f, g = ml_gradient_pass(
+            obj, probes, op.geom, f0, grad, inten, good, bg, scale, noise_model, 3, 1
+        )
+        out.append((None if grad is None else f.copy(), g.copy(), dev))
+    (f1, g1, dev1), (f2, g2, dev2) = out
+    assert np.abs(g2).max() > 0 and dev2 > 0
+    np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-5 * np.abs(g2).max())
+    if keep_f0:
+        np.testing.assert_allclose(f1, f2, rtol=1e-4, atol=1e-5 * np.abs(f2).max())
+    assert dev1 == pytest.approx(dev2, rel=1e-5)
+
+
+@pytest.mark.skipif(not kernels.nbf.AVAILABLE, reason="rocket-fft not installed")
+@pytest.mark.parametrize("with_probe", [True, False])
+@pytest.mark.parametrize("given_f0", [True, False])
+def test_ml_line_coefficients_in_cache_match_the_stack_ffts(with_probe, given_f0):
+    """The quartic's coefficients along (P + g dP)(O + g dO), per frame in cache, are those
+    of the stack's waves F(P O), F(P dO + dP O), F(dP dO) (two modes, sub-pixel bins)."""
+    from recon.backend import fft2c
+    from recon.ml_kernels import ml_coefficients_pass, ml_line_coefficients
+
+    rng = np.random.default_rng(5 + with_probe)
+    op, obj, d_o, probes, d_probes = _line_case(rng, 2)
+    geom = op.geom
+    shape = (op.n_frames, 2, 16, 16)
+    f0 = fft2c(kernels.exit_waves(obj, probes, geom, np.empty(shape, np.complex64)))
+    w1 = kernels.exit_waves(d_o, probes, geom, np.empty(shape, np.complex64))
+    f2 = None
+    if with_probe:
+        kernels.exit_waves(obj, d_probes, geom, w1, accumulate=True)
+        f2 = fft2c(kernels.exit_waves(d_o, d_probes, geom, np.empty(shape, np.complex64)))
+    want = ml_line_coefficients(f0, fft2c(w1), f2)
+    got = ml_coefficients_pass(
+        obj, d_o, probes, d_probes if with_probe else None, geom, f0 if given_f0 else None
+    )
+    assert got.shape == want.shape == ((5 if with_probe else 3), *shape[:1], 16, 16)
+    for t in range(len(want)):  # each power of g to its own size (sums of terms that cancel)
+        top = float(np.abs(want[t]).max())
+        assert top > 0
+        np.testing.assert_allclose(got[t], want[t], rtol=1e-4, atol=1e-5 * top)
