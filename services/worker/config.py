@@ -51,6 +51,10 @@ class WorkerSettings(BaseSettings):
     dask_scheduler : address of a Dask scheduler; ``None`` with ``executor: dask`` starts a
         local cluster (one worker per GPU with dask-cuda when installed)
     max_concurrent : ptychograms reconstructed at the same time (memory bound)
+    dask_worker_ttl_s : a worker process of the local Dask cluster that sends its scheduler
+        no heartbeat this long (hung) is killed and started again by its nanny, and its
+        ptychogram is reconstructed again (a deployed scheduler takes the same from
+        ``deploy/dask.env``)
     redo : reconstruct again ptychograms whose status is already ``done`` (once each)
     i0_column : primary-stream column of the incident flux recorded with each frame
         (``beam_i0``: the beam monitor ``beam``'s ``i0``); a run without it is not checked
@@ -89,6 +93,7 @@ class WorkerSettings(BaseSettings):
     executor: Literal["local", "dask"] = "local"
     dask_scheduler: str | None = None
     max_concurrent: int = Field(1, ge=1, le=256)
+    dask_worker_ttl_s: float = Field(60.0, ge=5.0, le=3600.0)
     redo: bool = False
     i0_column: str = Field("beam_i0", min_length=1)
     min_i0_fraction: float = Field(0.5, ge=0.0, le=1.0)

@@ -45,7 +45,10 @@ class DaskExecutor:
 
     The local cluster has one worker per GPU with ``dask-cuda`` when it is installed, else
     ``max_concurrent`` single-threaded workers (threads of this process when
-    ``processes`` is False).
+    ``processes`` is False). Its scheduler restarts a worker process that has sent no
+    heartbeat for ``worker_ttl_s`` (a hung process: its nanny kills it and starts a new one)
+    and hands its tasks to the workers it has; the streaming worker then starts the
+    ptychogram again (:mod:`services.worker.service`).
 
     Raises
     ------
@@ -56,7 +59,11 @@ class DaskExecutor:
     kind = "dask"
 
     def __init__(
-        self, address: str | None = None, max_concurrent: int = 1, processes: bool = True
+        self,
+        address: str | None = None,
+        max_concurrent: int = 1,
+        processes: bool = True,
+        worker_ttl_s: float = 60.0,
     ) -> None:
         try:
             from dask.distributed import Client, LocalCluster
@@ -71,7 +78,10 @@ class DaskExecutor:
         if address:
             self.client = Client(address)
             return
-        with dask.config.set(DASK_WORKER_CONFIG):  # handed to the workers it starts
+        # handed to the workers it starts; the ttl to its scheduler, which restarts a
+        # worker process that stopped sending heartbeats (hung) through its nanny
+        ttl = {"distributed.scheduler.worker-ttl": f"{worker_ttl_s}s"}
+        with dask.config.set({**DASK_WORKER_CONFIG, **ttl}):
             try:
                 from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
 
@@ -99,5 +109,10 @@ class DaskExecutor:
 def make_executor(settings: WorkerSettings, processes: bool = True) -> Any:
     """The executor named by ``settings.executor``."""
     if settings.executor == "dask":
-        return DaskExecutor(settings.dask_scheduler, settings.max_concurrent, processes)
+        return DaskExecutor(
+            settings.dask_scheduler,
+            settings.max_concurrent,
+            processes,
+            settings.dask_worker_ttl_s,
+        )
     return LocalExecutor(settings.max_concurrent)

@@ -136,6 +136,9 @@ def test_config_refuses_bad_values(tmp_path):
     bad.write_text("max_concurrent: 0\n")
     with pytest.raises(ValueError):
         load_settings(bad)
+    bad.write_text("dask_worker_ttl_s: 1\n")  # below the scheduler's floor: restarts for nothing
+    with pytest.raises(ValueError, match="dask_worker_ttl_s"):
+        load_settings(bad)
     bad.write_text("no_such_key: 1\n")
     with pytest.raises(ValueError):
         load_settings(bad)
@@ -148,6 +151,7 @@ def test_deploy_file_loads():
 
     s = load_settings(Path(__file__).resolve().parents[2] / "deploy" / "worker.yml")
     assert s.algorithm == "auto" and s.executor == "local" and s.max_concurrent == 1
+    assert s.dask_worker_ttl_s == 60.0
 
 
 def test_continuous_blur_is_read_from_the_runs_acquisition_metadata():

@@ -190,6 +190,9 @@ def test_stack_queued_through_the_deployment_is_reconstructed_in_tiled(
         # without the statistical profiler (deploy/dask.env): it can hang a worker for good
         profiling = dask_client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
         assert profiling and not any(profiling.values()), profiling
+        # a hung worker process is restarted after a minute (deploy/dask.env), not five
+        ttl = dask_client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
+        assert ttl == 60.0, ttl
 
         # the queue server: open the environment (devices, RE writing to Tiled)
         RM = REManagerAPI(zmq_control_addr=control, zmq_info_addr=info)
