@@ -149,8 +149,9 @@ _ML_LINE_OBJECT_FUSED = (
 _ML_CHUNKED_FUSED = (
     ("gradient waves over psi0 (not kept)", 0, -1, 0),
     ("line pass makes psi0 itself", -1, 0, 0),
-    ("trial: line pass again", 0, 0, 5),
+    ("trial: line pass again (5 coefficient stacks written, read by the trial)", 0, 0, 5),
 )
+_ML_CHUNKED_FUSED_OBJECT = (*_ML_CHUNKED_FUSED[:2], ("trial: line pass again (3)", 0, 0, 3))
 _PIE = (
     ("exit waves", 0, 1, 0),
     ("FFT (to a new array)", 1, 1, 0),
@@ -237,7 +238,7 @@ def iteration_traffic(
     if update_probe and name in ("EPIE", "RPIE"):
         passes.extend(_PIE_PROBE)
     if n_chunks > 1 and ml_fused:
-        passes.extend(_ML_CHUNKED_FUSED)
+        passes.extend(_ML_CHUNKED_FUSED if update_probe else _ML_CHUNKED_FUSED_OBJECT)
     elif n_chunks > 1 and (update_probe or name == "ML"):
         passes.extend(_FUSED[name][:1] if fused and name == "AP" else _CHUNKED.get(name, ()))
     if name == "ML" or not fused_deviance:

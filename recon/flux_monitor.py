@@ -2,12 +2,14 @@
 
 A photon of energy ``E`` absorbed in the diode's active silicon makes ``E / w`` electron-hole
 pairs (``w`` = 3.66 eV in silicon); it is absorbed there with the diode's efficiency at that
-energy: it crosses the SiO2 dead layer on the front, then is absorbed in the active layer,
+energy: it crosses the SiO2 dead layer on the front, then is photo-absorbed in the active
+layer,
 
-    efficiency(E) = exp(-mu_SiO2(E) d_dead) (1 - exp(-mu_Si(E) d_active)),
+    efficiency(E) = exp(-mu_SiO2(E) d_dead) (1 - exp(-tau_Si(E) d_active)),
 
-with the attenuation coefficients of xraydb (Henke / Chantler tables, off any edge fine
-structure). A flux ``N`` (photons/s) thus gives the photocurrent
+with xraydb's coefficients (the Elam tables: total attenuation ``mu``, photo-absorption
+``tau``; off any edge fine structure). The tables start at 100 eV: lower energies are
+refused. A flux ``N`` (photons/s) thus gives the photocurrent
 
     I = N q (E / w) efficiency(E)        (A; q the elementary charge),
 
@@ -29,11 +31,13 @@ _DENSITY_G_CM3 = {"Si": 2.329, "SiO2": 2.2}
 
 
 @lru_cache(maxsize=256)
-def _mu_per_m(formula: str, energy_ev: float) -> float:
-    """Linear attenuation coefficient (1/m) of silicon or its oxide at ``energy_ev`` (eV)."""
+def _mu_per_m(formula: str, energy_ev: float, kind: str = "total") -> float:
+    """Linear attenuation (``kind="total"``) or photo-absorption (``"photo"``) coefficient
+    (1/m) of silicon or its oxide at ``energy_ev`` (eV)."""
     import xraydb
 
-    return float(xraydb.material_mu(formula, energy_ev, density=_DENSITY_G_CM3[formula])) * 100.0
+    density = _DENSITY_G_CM3[formula]
+    return float(xraydb.material_mu(formula, energy_ev, density=density, kind=kind)) * 100.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class DiodeMonitor:
         silicon at ``energy_ev`` (eV)."""
         _check_energy(energy_ev)
         window = math.exp(-_mu_per_m("SiO2", energy_ev) * self.dead_layer_m)
-        return window * -math.expm1(-_mu_per_m("Si", energy_ev) * self.active_m)
+        return window * -math.expm1(-_mu_per_m("Si", energy_ev, "photo") * self.active_m)
 
     def amps_per_photon_s(self, energy_ev: float) -> float:
         """Photocurrent (A) of one photon per second of the beam at ``energy_ev`` (eV)."""
@@ -82,5 +86,5 @@ class DiodeMonitor:
 
 
 def _check_energy(energy_ev: float) -> None:
-    if not (math.isfinite(energy_ev) and 10.0 <= energy_ev <= 1e5):
-        raise ValueError(f"the I0 diode's energy must be 10 eV - 100 keV, not {energy_ev!r}")
+    if not (math.isfinite(energy_ev) and 100.0 <= energy_ev <= 1e5):
+        raise ValueError(f"the I0 diode's energy must be 100 eV - 100 keV, not {energy_ev!r}")

@@ -190,6 +190,8 @@ def ml_coefficients_pass(
     (T, M, n, n) float32, T = 5 (3 when ``d_probes`` is None): as
     :func:`ml_line_coefficients` of ``F(P O)``, ``F(P dO + dP O)`` and ``F(dP dO)``
     """
+    if not (nbmf.AVAILABLE and get_xp(probes) is np):
+        raise ValueError("ml_coefficients_pass needs NumPy arrays, numba and rocket-fft")
     m = geom.corners.shape[0]
     n_y, n_x = probes.shape[2:]
     with_probe = d_probes is not None

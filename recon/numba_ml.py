@@ -5,6 +5,10 @@ Shapes as in :mod:`recon.numba_kernels`: ``wave`` (M, K, P) complex64 (frames, m
 flattened pixels), ``inten`` (M, P) float32, ``keep``, ``bg`` (P,) float32, ``scale`` (M,)
 float32; line-search coefficients ``coef`` (T, M, P) float32 with T = 1, 3 or 5. The kernels
 exist only when :data:`recon.numba_kernels.AVAILABLE`.
+
+:func:`weight_frame` and :func:`coefficients_frame` are also compiled into the kernels of
+:mod:`recon.numba_ml_fourier`: after editing them, clear numba's cache as
+:mod:`recon.numba_kernels` says.
 """
 
 from __future__ import annotations

@@ -51,10 +51,10 @@ class WorkerSettings(BaseSettings):
     dask_scheduler : address of a Dask scheduler; ``None`` with ``executor: dask`` starts a
         local cluster (one worker per GPU with dask-cuda when installed)
     max_concurrent : ptychograms reconstructed at the same time (memory bound)
-    dask_worker_ttl_s : a worker process of the local Dask cluster that sends its scheduler
-        no heartbeat this long (hung) is killed and started again by its nanny, and its
-        ptychogram is reconstructed again (a deployed scheduler takes the same from
-        ``deploy/dask.env``)
+    dask_worker_ttl_s : a worker process of the local Dask cluster that has sent its
+        scheduler no heartbeat this long (hung) is killed and started again by its nanny
+        (within one to two ttl), and its ptychogram is reconstructed again (a deployed
+        scheduler takes the same from ``deploy/dask.env``)
     redo : reconstruct again ptychograms whose status is already ``done`` (once each)
     i0_column : primary-stream column of the incident flux recorded with each frame
         (``beam_i0``: the beam monitor ``beam``'s ``i0``); a run without it is not checked

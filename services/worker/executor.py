@@ -46,9 +46,10 @@ class DaskExecutor:
     The local cluster has one worker per GPU with ``dask-cuda`` when it is installed, else
     ``max_concurrent`` single-threaded workers (threads of this process when
     ``processes`` is False). Its scheduler restarts a worker process that has sent no
-    heartbeat for ``worker_ttl_s`` (a hung process: its nanny kills it and starts a new one)
-    and hands its tasks to the workers it has; the streaming worker then starts the
-    ptychogram again (:mod:`services.worker.service`).
+    heartbeat for ``worker_ttl_s`` (a hung process: its nanny kills it and starts a new one;
+    the scheduler looks once per ttl) and runs its tasks again, each starting its
+    ptychogram again from Tiled. A task that loses its process more often than Dask's
+    ``allowed-failures`` fails; the streaming worker then submits it again.
 
     Raises
     ------

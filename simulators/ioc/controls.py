@@ -55,7 +55,7 @@ class BeamlineControls(PVGroup):
     )
     shutter_time = number_pv("shutter:time", 0.05, precision=3)
     i0 = number_pv("I0", 0.0, precision=4, read_only=True)
-    i0_current = number_pv("I0:current", 0.0, precision=6, read_only=True)
+    i0_current = number_pv("I0:current", 0.0, precision=12, units="A", read_only=True)
     ring_current = number_pv("ring:current", NOMINAL_RING_MA, precision=3, read_only=True)
     flux = number_pv("sim:flux", 1e8, precision=4)
     motor_stall = number_pv("fault:motor_stall", "", dtype=ChannelType.STRING)

@@ -191,6 +191,7 @@ def test_the_i0_diode_gives_the_flux_at_the_energy_now(beamline, ioc):
     finally:
         caput(ioc, "fault:beam_dump", 0)
         mono.set(192.0).wait(20)
+        mono.velocity.put(50.0, wait=True)  # the IOC's default
     assert incident_flux(SimpleNamespace(flux_ph_s=2e7), beamline) == (2e7, "given")
 
 

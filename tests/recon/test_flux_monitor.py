@@ -52,7 +52,7 @@ def test_bad_diodes_are_refused(kwargs, message):
         DiodeMonitor(**kwargs)
 
 
-@pytest.mark.parametrize("energy", [0.0, -5.0, float("nan"), 2e5])
+@pytest.mark.parametrize("energy", [0.0, -5.0, 50.0, float("nan"), 2e5])  # tables: from 100 eV
 def test_energies_outside_the_tables_are_refused(energy):
     with pytest.raises(ValueError, match="energy must be"):
         DiodeMonitor().flux_ph_s(1e-9, energy)

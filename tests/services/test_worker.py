@@ -136,7 +136,7 @@ def test_config_refuses_bad_values(tmp_path):
     bad.write_text("max_concurrent: 0\n")
     with pytest.raises(ValueError):
         load_settings(bad)
-    bad.write_text("dask_worker_ttl_s: 1\n")  # below the scheduler's floor: restarts for nothing
+    bad.write_text("dask_worker_ttl_s: 1\n")  # a busy worker could be taken for a hung one
     with pytest.raises(ValueError, match="dask_worker_ttl_s"):
         load_settings(bad)
     bad.write_text("no_such_key: 1\n")

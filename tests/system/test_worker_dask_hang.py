@@ -6,7 +6,6 @@ in the middle of the scan; the cluster's scheduler notices the missing heartbeat
 is reconstructed again there from what Tiled holds. Judged from Tiled: one final result from
 every frame, started twice, finished once, by another process."""
 
-import contextlib
 import os
 import signal
 import threading
@@ -23,7 +22,7 @@ from services.worker.service import Worker
 from services.worker.tiled_io import ResultStore
 from simulators.dataset import simulate_ptychogram
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 HELD_AT = 4  # the acquisition waits after this frame until the process is frozen
 
@@ -83,7 +82,9 @@ def test_a_hung_reconstruction_process_is_replaced_and_nothing_is_lost(tiled):
         tiled_api_key=tiled.api_key,
         executor="dask",
         max_concurrent=1,
-        dask_worker_ttl_s=5.0,  # the scheduler's floor for one worker: 10 heartbeats of 0.5 s
+        # short for the test (Dask's floor for one worker is 5 s), long enough that a worker
+        # slowed down by a loaded machine is not taken for a hung one
+        dask_worker_ttl_s=15.0,
         backend="numpy",
         algorithm="AP**20",
         poll_interval_s=0.2,
@@ -105,7 +106,7 @@ def test_a_hung_reconstruction_process_is_replaced_and_nothing_is_lost(tiled):
             120,
             "a live result",
         )
-        assert live["status"] == "running" and live["starts"] == 1
+        assert live["status"] == "running"
         frozen = _pid(live["history"][-1])
         assert frozen != os.getpid()  # a Dask worker process, not this one
         os.kill(frozen, signal.SIGSTOP)
@@ -114,24 +115,24 @@ def test_a_hung_reconstruction_process_is_replaced_and_nothing_is_lost(tiled):
         assert not acquisition.is_alive()
         done = _wait(
             lambda: (md := _result(client, uid)) and md.get("status") == "done" and md,
-            180,
+            240,
             "the final result after the hung process",
         )
+        replaced = _gone(frozen)  # before this test kills anything itself
     finally:
         gate.set()
+        if frozen is not None and _state(frozen) == "T":  # still frozen: ours to end
+            os.kill(frozen, signal.SIGKILL)
         worker.stop()
         loop.join(60)
-        if frozen is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(frozen, signal.SIGKILL)  # the nanny should have done it already
+    assert replaced, "the nanny did not end the frozen process"
     assert done["frames_used"] == done["frames_total"] == p.n_frames
     assert done["iterations"] >= 20
-    # started on the frozen process, started again on its replacement, finished there once
-    starts = [e for e in done["history"] if e["event"] == "start"]
-    assert done["starts"] == 2 and done["completions"] == 1
-    assert _pid(starts[0]) == frozen and _pid(done["history"][-1]) != frozen
-    assert _pid(starts[-1]) == _pid(done["history"][-1])
-    assert not os.path.exists(f"/proc/{frozen}") or _zombie_or_gone(frozen)
+    # started on the frozen process, started again elsewhere, finished once, not by it
+    starts = [_pid(e) for e in done["history"] if e["event"] == "start"]
+    assert done["starts"] >= 2 and done["completions"] == 1
+    assert frozen in starts and starts[-1] != frozen
+    assert _pid(done["history"][-1]) == starts[-1]
     # nothing bad was kept: the result is the final one, finite, from the whole scan
     obj = client[uid]["recon"]["p0000"]["object"].read()
     assert np.all(np.isfinite(obj)) and np.abs(obj).max() > 0
@@ -139,9 +140,14 @@ def test_a_hung_reconstruction_process_is_replaced_and_nothing_is_lost(tiled):
     assert llk[-1] < llk[0]
 
 
-def _zombie_or_gone(pid):
+def _state(pid):
+    """The process's state letter (``T`` stopped, ``Z`` zombie, ...), None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] in ("Z", "X")
-    except FileNotFoundError:
-        return True
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _gone(pid):
+    return _state(pid) in (None, "Z", "X")
