@@ -9,7 +9,7 @@ DEMO_ARGS ?=
 # Redis servers (private port and folder each, removed after) from these packages.
 TEST_PACKAGES := chromium postgresql redis-server
 
-.PHONY: demo test lint bench bench-quick system-packages clean
+.PHONY: demo test lint bench bench-quick bench-peers system-packages clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,29 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/stream.py --frames 100 --size 64 --out $(QUICK)/stream.json
 	$(BIN)/python bench/acquire.py --frames 10 --out $(QUICK)/acquire.json
 	$(BIN)/python bench/web.py --clients 5 --updates 5 --out $(QUICK)/web.json
+
+# pty-chi against this engine on the same data (bench/peers.py, bench/results/peers.json).
+# pty-chi and torch live in their own environment, .venv-peers: torch's CPU build from
+# PyTorch's index (PyPI's Linux torch pulls GBs of CUDA libraries); PyPI's torch when that
+# index cannot be reached or leaves a torchvision that does not import (a CPU torch found
+# elsewhere beside PyPI's CUDA torchvision).
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
+PTYCHI ?= ptychi==2.2.0
+
+$(PEERS_STAMP):
+	$(PY) -m venv $(PEERS)
+	-$(PEERS)/bin/python -m pip install -q --retries 2 --timeout 30 torch torchvision \
+	  --index-url https://download.pytorch.org/whl/cpu
+	$(PEERS)/bin/python -c "import torchvision" 2>/dev/null || { \
+	  $(PEERS)/bin/python -m pip uninstall -q -y torch torchvision; \
+	  $(PEERS)/bin/python -m pip install -q torch torchvision; }
+	$(PEERS)/bin/python -m pip install -q "$(PTYCHI)"
+	$(PEERS)/bin/python -c "import ptychi.api"
+	touch $(PEERS_STAMP)
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/python bench/peers.py --peers-python $(PEERS)/bin/python
 
 clean:
 	rm -rf $(VENV) out

@@ -25,8 +25,11 @@ class EngineOptions:
     dm_guard_factor, dm_guard_patience : divergence guard of DM and RAAR
     raar_beta : relaxation of RAAR (1 is the difference map; see
         :mod:`recon.projection_family`)
-    pie_alpha : weight of the per-frame family: rPIE divides by ``(1 - a) |P|^2 + a
-        max |P|^2`` (Maiden et al. 2017); ePIE is ``a = 1``
+    pie_alpha : weight of the per-frame family's object step: rPIE divides by ``(1 - a)
+        |P|^2 + a max |P|^2`` (Maiden et al. 2017); ePIE is ``a = 1``
+    pie_probe_alpha : the same weight for rPIE's probe step (``|O|^2``); 1 (the ePIE
+        step, as the rPIE authors' code uses by default) keeps the probe from running away
+        where the object is weak
     pie_batch : frames updated together by ePIE/rPIE (1: one frame at a time)
     noise_model : ``poisson`` or ``gaussian`` (amplitude least squares) likelihood of ML
     ml_orthogonalize_every : ML orthogonalises the probe modes every this many iterations
@@ -53,6 +56,7 @@ class EngineOptions:
     max_object_amplitude: float | None = None
     raar_beta: float = 0.75
     pie_alpha: float = 0.1
+    pie_probe_alpha: float = 1.0
     pie_batch: int = 1
     noise_model: str = "poisson"
     ml_orthogonalize_every: int = 10

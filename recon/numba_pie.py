@@ -60,6 +60,7 @@ if AVAILABLE:
         bg,
         scale,
         a,
+        a_probe,
         amax,
         update_probe,
         every,
@@ -67,13 +68,15 @@ if AVAILABLE:
     ):  # pragma: no cover
         """Visit the frames in ``order``, updating ``obj`` (and ``spectrum``) after each.
 
-        ``a``: rPIE's weight (1 for ePIE); ``amax``: clip ``|O|`` to it (< 0: no clip);
+        ``a``, ``a_probe``: rPIE's weights of the object and probe steps (1 for ePIE);
+        ``amax``: clip ``|O|`` to it (< 0: no clip);
         ``dev[j]``: the deviance of frame j's model before its update, for the frames with
         ``j % every == 0``.
         """
         kk, ny, nx = spectrum.shape
         p = ny * nx
         a = np.float32(a)
+        a_probe = np.float32(a_probe)
         psi = np.empty((kk, ny, nx), np.complex64)
         old = np.empty((ny, nx), np.complex64)
         power = np.empty(p, np.float32)
@@ -136,7 +139,7 @@ if AVAILABLE:
                 for x in range(nx):
                     v = old[y, x]
                     power[y * nx + x] = v.real * v.real + v.imag * v.imag
-            _denominator(power, a)
+            _denominator(power, a_probe)
             for k in range(kk):
                 for y in range(ny):
                     for x in range(nx):

@@ -6,13 +6,15 @@ at a time (1: the classic sequential algorithm). For a batch it forms the exit w
 measured moduli (:func:`recon.kernels.fourier_project`) and, with ``d = psi' - psi``, updates
 
     O += sum_jk conj(P_jk) d_jk / ((1 - a) sum_jk |P_jk|^2 + a max sum_jk |P_jk|^2)
-    P_k += sum_j conj(O_j) d_jk / ((1 - a) sum_j |O_j|^2 + a max sum_j |O_j|^2)
+    P_k += sum_j conj(O_j) d_jk / ((1 - b) sum_j |O_j|^2 + b max sum_j |O_j|^2)
 
 (sums over the frames j of the batch, scattered to the object pixels they cover; both from the
 waves of the same, old, object and probe). This is rPIE (Maiden, Johnson & Li, *Optica* 4,
-736 (2017), doi:10.1364/OPTICA.4.000736) with ``a = EngineOptions.pie_alpha``; ePIE
-(Maiden & Rodenburg, *Ultramicroscopy* 109, 1256 (2009),
-doi:10.1016/j.ultramic.2009.05.012) is the same update with ``a = 1``.
+736 (2017), doi:10.1364/OPTICA.4.000736) with ``a = EngineOptions.pie_alpha`` and
+``b = EngineOptions.pie_probe_alpha`` (1 by default: the ePIE probe step, as the rPIE
+authors' own code uses it; the object's weight on the probe too let the probe run away
+where the object is weak); ePIE (Maiden & Rodenburg, *Ultramicroscopy* 109, 1256 (2009),
+doi:10.1016/j.ultramic.2009.05.012) is the same update with ``a = b = 1``.
 
 Sub-pixel positions: frame j sees the probe shifted by its bin's remainder, ``S_b P``. While
 the probe is updated, this module keeps the centred probe's spectrum ``F P`` and makes only
@@ -45,7 +47,8 @@ PIE_NAMES = ("EPIE", "RPIE")
 
 
 def pie_weight(name: str, pie_alpha: float) -> float:
-    """The weight ``a`` of the update denominators: 1 for ePIE, ``pie_alpha`` for rPIE.
+    """The weight ``a`` of an update denominator: 1 for ePIE, ``pie_alpha`` for rPIE (the
+    object's ``EngineOptions.pie_alpha`` or the probe's ``pie_probe_alpha``).
 
     Raises
     ------
@@ -180,10 +183,11 @@ def pie_iteration(engine: Engine, name: str) -> float:
     xp = engine.xp
     name = name.upper()
     a = pie_weight(name, engine.opts.pie_alpha)
+    a_probe = pie_weight(name, engine.opts.pie_probe_alpha)
     batch = max(1, min(int(engine.opts.pie_batch), engine.n_frames))
     update_probe = engine.update_probe_now()
     if batch == 1 and nbp.AVAILABLE and kernels.fourier_in_cache(xp):
-        return _compiled_pass(engine, name, a, update_probe)
+        return _compiled_pass(engine, name, (a, a_probe), update_probe)
     shape = (engine.n_modes, *engine.frame_shape)
     waves = xp.empty((batch, *shape), np.complex64)
     acc = _Accumulators(xp, engine.obj_shape)
@@ -211,7 +215,7 @@ def pie_iteration(engine: Engine, name: str) -> float:
         patches = engine.obj.reshape(-1)[geom.flat_index()] if update_probe else None
         acc.update(engine, diff, probes, geom, a)
         if update_probe:
-            step = fft2c(_probe_step(diff, patches, a), overwrite=True)
+            step = fft2c(_probe_step(diff, patches, a_probe), overwrite=True)
             step *= engine.unramps[frame_bins][:, None]
             spectrum += step.sum(axis=0)
     if update_probe:
@@ -221,10 +225,12 @@ def pie_iteration(engine: Engine, name: str) -> float:
     return engine.record(name, deviance)
 
 
-def _compiled_pass(engine: Engine, name: str, a: float, update_probe: bool) -> float:
+def _compiled_pass(
+    engine: Engine, name: str, weights: tuple[float, float], update_probe: bool
+) -> float:
     """:func:`pie_iteration` with one frame per batch as one compiled loop
     (:func:`recon.numba_pie.pie_pass`, NumPy with numba and rocket-fft): the same visiting
-    order, updates and deviance."""
+    order, updates and deviance; ``weights`` are the object's and the probe's ``a``."""
     n = engine.n_frames
     order = np.concatenate(visiting_order(n, 1, engine.iteration, engine.deviance_every))
     engine.obj = np.ascontiguousarray(engine.obj, dtype=np.complex64)
@@ -245,7 +251,8 @@ def _compiled_pass(engine: Engine, name: str, a: float, update_probe: bool) -> f
         engine.good.astype(np.float32).ravel(),
         np.ascontiguousarray(engine.bg, dtype=np.float32).ravel(),
         np.ascontiguousarray(engine.scale, dtype=np.float32),
-        np.float32(a),
+        np.float32(weights[0]),
+        np.float32(weights[1]),
         np.float32(-1.0 if amax is None else amax),
         update_probe,
         int(engine.deviance_every),
