@@ -250,6 +250,17 @@ def _ap_then_ml(e, n):
     return np.array(e.deviance), e.obj
 
 
+def _random_line_after_ap(data, seed, **engine):
+    """An engine after AP**4 and a random search direction (dO over the lit object, dP
+    relative to the probe) from it."""
+    e = _engine(data, **engine)
+    run_chain(e, parse_algorithm("AP**4"))
+    rng = np.random.default_rng(seed)
+    d_o = (0.01 * rng.standard_normal(e.obj_shape) * (e.illumination() > 0)).astype(np.complex64)
+    d_p = (0.01 * e.probe * rng.standard_normal(e.probe.shape)).astype(np.complex64)
+    return e, d_o, d_p
+
+
 @pytest.mark.skipif(not kernels._HAS_NUMBA, reason="numba not installed")
 @pytest.mark.parametrize("noise_model", ["poisson", "gaussian"])
 def test_numba_and_generic_ml_iterations_agree(data, monkeypatch, noise_model):
@@ -260,11 +271,7 @@ def test_numba_and_generic_ml_iterations_agree(data, monkeypatch, noise_model):
     deviance), the Wolfe search of a later line then tries another step, and after three
     iterations the deviances were 0.7 % (cached) and 3.7 % (freshly compiled) apart."""
     monkeypatch.setattr(kernels, "_HAS_FUSED_FFT", False)  # the same FFTs in the AP start
-    e = _engine(data, noise_model=noise_model)
-    run_chain(e, parse_algorithm("AP**4"))
-    rng = np.random.default_rng(4)
-    d_o = (0.01 * rng.standard_normal(e.obj_shape) * (e.illumination() > 0)).astype(np.complex64)
-    d_p = (0.01 * e.probe * rng.standard_normal(e.probe.shape)).astype(np.complex64)
+    e, d_o, d_p = _random_line_after_ap(data, 4, noise_model=noise_model)
     lines, runs = [], []
     for flag in (True, False):
         monkeypatch.setattr(kernels, "_HAS_NUMBA", flag)
@@ -290,11 +297,7 @@ def test_ml_in_cache_and_on_the_stack_agree(data, monkeypatch):
     most pixels with photons have a model near 0, where the two FFT libraries' rounding
     parts the paths by 1.5 % in two iterations.)"""
     monkeypatch.setattr(kernels, "_HAS_FUSED_FFT", False)
-    e = _engine(data, modes=2, probe_update_start=0)
-    run_chain(e, parse_algorithm("AP**4"))
-    rng = np.random.default_rng(8)
-    d_o = (0.01 * rng.standard_normal(e.obj_shape) * (e.illumination() > 0)).astype(np.complex64)
-    d_p = (0.01 * e.probe * rng.standard_normal(e.probe.shape)).astype(np.complex64)
+    e, d_o, d_p = _random_line_after_ap(data, 8, modes=2, probe_update_start=0)
     lines, runs = [], []
     for fused in (True, False):
         monkeypatch.setattr(kernels, "_HAS_FUSED_FFT", fused)

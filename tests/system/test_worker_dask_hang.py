@@ -9,11 +9,11 @@ every frame, started twice, finished once, by another process."""
 import os
 import signal
 import threading
-import time
 
 import numpy as np
 import pytest
 from bluesky_tiled_plugins import TiledWriter
+from service_process import wait_for  # tests/system
 
 from services.tiled_server import TiledServer, free_port
 from services.worker.config import WorkerSettings
@@ -34,21 +34,10 @@ def tiled(tmp_path):
     server.stop()
 
 
-def _wait(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 def _result(client, uid):
-    try:
-        return ResultStore(client, uid).statuses().get(0)
-    except KeyError:  # the run is being created
-        return None
+    """The metadata of the run's ptychogram 0 (KeyError while the run is being made:
+    ``wait_for`` asks again)."""
+    return ResultStore(client, uid).statuses().get(0)
 
 
 def _pid(event):
@@ -99,12 +88,13 @@ def test_a_hung_reconstruction_process_is_replaced_and_nothing_is_lost(tiled):
         loop.start()
         acquisition.start()
         client = tiled.client()
-        _wait(lambda: uids, 60, "run started")
+        wait_for(lambda: uids, 60, "run started", [])
         uid = uids[0]
-        live = _wait(
+        live = wait_for(
             lambda: (md := _result(client, uid)) and md.get("frames_used", 0) >= 4 and md,
             120,
             "a live result",
+            [],
         )
         assert live["status"] == "running"
         frozen = _pid(live["history"][-1])
@@ -113,10 +103,11 @@ def test_a_hung_reconstruction_process_is_replaced_and_nothing_is_lost(tiled):
         gate.set()  # the rest of the frames land while the process is frozen
         acquisition.join(120)
         assert not acquisition.is_alive()
-        done = _wait(
+        done = wait_for(
             lambda: (md := _result(client, uid)) and md.get("status") == "done" and md,
             240,
             "the final result after the hung process",
+            [],
         )
         replaced = _gone(frozen)  # before this test kills anything itself
     finally:
