@@ -67,11 +67,8 @@ def incident_flux(
     optics = getattr(beamline, "optics", None)
     current = signal_value(monitor.i0_current) if monitor is not None else None
     energy = signal_value(optics.mono.readback) if optics is not None else None
-    if current is None or energy is None or not current > 0:
-        if current is None or energy is None:
-            seen = "cannot be read" if current is None else "has no energy to read it at"
-        else:
-            seen = f"reads {current:.3g} A"
+    seen = _diode_problem(current, energy)
+    if seen is not None:
         raise DoseRefused(
             f"refused: the dose budget needs the incident flux and I0 {seen}: "
             "give the flux (flux_ph_s, --flux) or wait for the beam"
@@ -81,6 +78,17 @@ def incident_flux(
     except ValueError as err:
         raise DoseRefused(f"refused: the I0 diode cannot be read at {energy:g} eV: {err}") from None
     return flux, f"I0 diode at {energy:.1f} eV"
+
+
+def _diode_problem(current: float | None, energy: float | None) -> str | None:
+    """What keeps the I0 diode's reading from giving a flux (None: nothing)."""
+    if current is None:
+        return "cannot be read"
+    if energy is None:
+        return "has no energy to read it at"
+    if not current > 0:  # no beam (or NaN)
+        return f"reads {current:.3g} A"
+    return None
 
 
 def coarse_offset_um(beamline: Any) -> tuple[float, float]:
